@@ -19,6 +19,7 @@ CONFIG ?= $(if $(filter 1,$(HAS_GPU)),axolotl_configs/gemma3-27b-qlora.yaml,axol
 CPU_OVERRIDES := --bf16=False --fp16=False --tf32=False --lora_mlp_kernel=False --lora_qkv_kernel=False \
 	--lora_o_kernel=False --lora_embedding_kernel=False
 TRAIN_ARGS ?=
+PIPELINE ?= pipeline.yaml
 OUTPUT_DIR = $(shell $(PY) -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['output_dir'])")
 MODEL ?= $(OUTPUT_DIR)/merged
 EVAL_ARGS ?=
@@ -26,7 +27,7 @@ EVAL_ARGS ?=
 QUICK_CPU_TRAIN ?= --max_steps=30 --evals_per_epoch=0 --saves_per_epoch=0
 QUICK_CPU_EVAL ?= --limit 40
 
-.PHONY: setup base-model data train merge eval quickstart test lint bench docker-build docker-train clean
+.PHONY: setup base-model data axolotl-preprocess train merge eval quickstart test lint bench docker-build docker-train clean
 
 setup:
 	$(PYTHON_311) -m venv $(VENV)
@@ -38,9 +39,15 @@ base-model:
 	$(PY) -m preprocess.base_model
 
 data: base-model
-	$(PY) -m preprocess --config $(CONFIG)
+	$(PY) -m preprocess --config $(CONFIG) --pipeline $(PIPELINE)
+
+# Axolotl's own tokenization and label masking, without training (to inspect or cache it).
+axolotl-preprocess: data
+	$(PY) -m preprocess.recipe_check $(CONFIG)
+	$(PY) -m axolotl.cli.preprocess $(CONFIG) $(if $(filter 1,$(HAS_GPU)),,$(CPU_OVERRIDES))
 
 train: data
+	$(PY) -m preprocess.recipe_check $(CONFIG)
 	$(VENV)/bin/accelerate launch -m axolotl.cli.train $(CONFIG) $(if $(filter 1,$(HAS_GPU)),,$(CPU_OVERRIDES)) $(TRAIN_ARGS)
 
 merge:

@@ -56,3 +56,11 @@ def prompt_messages(query: str, system_prompt: str) -> list[dict[str, str]]:
 def training_messages(query: str, data: Any, system_prompt: str, schema: dict) -> list[dict[str, str]]:
     answer = compact_json(canonical_answer(data, schema))
     return [*prompt_messages(query, system_prompt), {"role": "assistant", "content": answer}]
+
+
+def prompt_token_ids(tokenizer: Any, query: str, system_prompt: str) -> list[int]:
+    """The exact ids a model is fed at inference: the chat template up to and including `<start_of_turn>model\\n`.
+    tests/test_recipes.py proves they equal the ids Axolotl trains on before the answer."""
+    return tokenizer.apply_chat_template(
+        prompt_messages(query, system_prompt), tokenize=True, add_generation_prompt=True, return_dict=False
+    )

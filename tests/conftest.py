@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 # Before anything imports huggingface_hub / axolotl: no hub, no telemetry, in every test.
@@ -101,3 +103,47 @@ def write_project(tmp: Path, records: list | str, *, recipe: Path = RECIPE_270M,
     config = tmp / "recipe.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return pipeline, config
+
+
+def make(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """Run a Makefile target exactly as the README does; fail with the tail of its output."""
+    result = subprocess.run(["make", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"make {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    pipeline: Path
+    config: Path
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def processed(self) -> Path:
+        return self.root / "processed"
+
+    def make_args(self) -> list[str]:
+        return [f"CONFIG={self.config}", f"PIPELINE={self.pipeline}"]
+
+
+TINY_TRAINING = {
+    # a few CPU steps of the real recipe on the tiny model; a high learning rate so the loss visibly moves
+    "max_steps": 6, "micro_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 0.005,
+    "warmup_ratio": 0.0, "logging_steps": 1, "evals_per_epoch": None, "saves_per_epoch": None,
+    "eval_steps": 6, "save_steps": 6, "dataset_num_proc": 1,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, sample_records: list, tiny_gemma3: Path,
+             base_model_dir: Path) -> Project:
+    """`make train` of the 270M recipe on the tiny model and 240 sample records (~2 min on 2 cores)."""
+    root = tmp_path_factory.mktemp("tiny-run")
+    pipeline, config = write_project(root, sample_records[:240], tokenizer=tiny_gemma3, overrides=TINY_TRAINING)
+    project = Project(root, pipeline, config)
+    make("train", *project.make_args())
+    return project

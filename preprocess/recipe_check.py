@@ -1,0 +1,121 @@
+"""Check an Axolotl recipe before a run: Axolotl's own validation, plus what it lets through silently.
+
+Axolotl accepts an unknown top-level key (`lora_rr`), a misspelt dataset key (`field_mesages`), a
+duplicated YAML key (the last one wins) and `roles_to_train: [assistnt]` (zero trained tokens, a warning).
+Each of these would train something other than what the recipe says, so each is an error here.
+
+    python -m preprocess.recipe_check axolotl_configs/gemma3-27b-qlora.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Our data has one assistant turn per example; training any other role would train on the prompt.
+ROLES_TO_TRAIN = ["assistant"]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key `{key}` (first at line {seen[key]}, again at line "
+                    f"{key_node.start_mark.line + 1}); YAML would silently keep the last one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_recipe(path: Path) -> dict:
+    return yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
+
+
+def _field_names(model: Any) -> set[str]:
+    return {name for name, field in model.model_fields.items()} | {
+        field.alias for field in model.model_fields.values() if field.alias}
+
+
+def known_top_level_keys(plugins: list[str]) -> set[str]:
+    from axolotl.utils.schemas.config import AxolotlInputConfig
+
+    keys = _field_names(AxolotlInputConfig)
+    for plugin in plugins:
+        module, name = plugin.rsplit(".", 1)
+        args_path = getattr(importlib.import_module(module), name)().get_input_args()
+        if args_path:
+            args_module, args_name = args_path.rsplit(".", 1)
+            keys |= _field_names(getattr(importlib.import_module(args_module), args_name))
+    return keys
+
+
+def _unknown(keys: Any, known: set[str], where: str) -> list[str]:
+    problems = []
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            problems.append(f"{where}unknown key `{key}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
+    return problems
+
+
+def recipe_problems(recipe: dict) -> list[str]:
+    """What Axolotl would accept silently but should not be."""
+    from axolotl.utils.schemas.datasets import SFTDataset
+
+    problems = _unknown(recipe, known_top_level_keys(recipe.get("plugins") or []), "")
+    dataset_keys = _field_names(SFTDataset)
+    for section in ("datasets", "test_datasets"):
+        for i, dataset in enumerate(recipe.get(section) or []):
+            problems += _unknown(dataset, dataset_keys, f"{section}[{i}]: ")
+            if dataset.get("roles_to_train") != ROLES_TO_TRAIN:
+                problems.append(f"{section}[{i}]: roles_to_train must be {ROLES_TO_TRAIN} (the JSON answer), "
+                                f"got {dataset.get('roles_to_train')}")
+    if recipe.get("eot_tokens") != ["<end_of_turn>"]:
+        problems.append("eot_tokens must be ['<end_of_turn>'] or the model never learns to stop")
+    return problems
+
+
+def check(path: Path) -> list[str]:
+    """Our checks, then Axolotl's own validation (types, values, incompatible options)."""
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+
+    try:
+        recipe = load_recipe(path)
+    except yaml.YAMLError as err:
+        return [f"{path}: {err}"]
+    problems = recipe_problems(recipe)
+    if not problems:
+        if recipe.get("plugins"):
+            from axolotl.cli.config import prepare_plugins
+
+            prepare_plugins(DictDefault(recipe))
+        try:
+            validate_config(DictDefault(recipe))
+        except ValueError as err:  # pydantic's ValidationError is a ValueError
+            problems.append(f"Axolotl rejects it: {err}")
+    return [f"{path}: {problem}" for problem in problems]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", type=Path, nargs="+")
+    args = parser.parse_args()
+    problems = [problem for config in args.configs for problem in check(config)]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print(f"ok: {', '.join(map(str, args.configs))}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

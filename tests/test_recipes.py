@@ -1,0 +1,117 @@
+"""The Axolotl recipes, proven with Axolotl's own code on CPU: they validate, typos are caught, the loss
+covers exactly the JSON answer, inference sees exactly the training prompt, and a short run learns."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from datasets import load_from_disk
+
+from preprocess.prompt import load_system_prompt, prompt_token_ids
+from preprocess.recipe_check import check
+from tests.conftest import RECIPE_27B, RECIPE_270M, REPO_ROOT, Project, make, write_project
+
+RECIPES = [RECIPE_270M, RECIPE_27B]
+END_OF_TURN = 106
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipe_passes_our_checks_and_axolotls_validation(recipe: Path) -> None:
+    assert check(recipe) == []
+
+
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipes_go_multi_gpu_with_one_deepspeed_key(tmp_path: Path, recipe: Path, zero: str) -> None:
+    config = tmp_path / "recipe.yaml"
+    config.write_text(recipe.read_text() + f"deepspeed: {REPO_ROOT}/axolotl_configs/deepspeed/{zero}.json\n")
+    assert check(config) == []
+
+
+MISTAKES = [
+    ("append", "lora_rr: 16\n", "unknown key `lora_rr` (did you mean `lora_r`?)"),
+    ("replace", ("field_messages: messages", "field_mesages: messages"),
+     "datasets[0]: unknown key `field_mesages` (did you mean `field_messages`?)"),
+    ("append", "learning_rate: 0.1\n", "duplicate key `learning_rate`"),
+    ("replace", ("roles_to_train: [assistant]", "roles_to_train: [assistnt]"),
+     "datasets[0]: roles_to_train must be ['assistant'] (the JSON answer), got ['assistnt']"),
+    ("replace", ("lora_r: 16", "lora_r: sixteen"), "Axolotl rejects it"),
+]
+
+
+@pytest.mark.parametrize(("how", "edit", "message"), MISTAKES, ids=["unknown-key", "dataset-key", "duplicate",
+                                                                     "roles", "wrong-type"])
+def test_a_mistake_in_a_recipe_is_rejected_with_a_clear_message(tmp_path: Path, how, edit, message) -> None:
+    text = RECIPE_270M.read_text()
+    text = text + edit if how == "append" else text.replace(*edit, 1)
+    config = tmp_path / "recipe.yaml"
+    config.write_text(text)
+    problems = check(config)
+    assert len(problems) == 1 and message in problems[0], problems
+
+
+@pytest.fixture(scope="module")
+def axolotl_tokenized(tmp_path_factory, sample_records, base_model_dir) -> tuple[Project, dict[int, list]]:
+    """Our train/eval JSONL of the whole sample, tokenized and masked by `axolotl preprocess` with the real
+    Gemma 3 tokenizer. Returns the prepared datasets keyed by their number of rows."""
+    root = tmp_path_factory.mktemp("axolotl-tokenized")
+    pipeline, config = write_project(root, sample_records, overrides={"dataset_num_proc": 1})
+    project = Project(root, pipeline, config)
+    make("axolotl-preprocess", *project.make_args())
+    prepared = [load_from_disk(str(d)) for d in (root / "prepared").iterdir() if (d / "state.json").exists()]
+    return project, {len(ds): list(zip(ds["input_ids"], ds["labels"], strict=True)) for ds in prepared}
+
+
+def _rows(path: Path) -> list[list[dict]]:
+    return [json.loads(line)["messages"] for line in path.read_text().splitlines()]
+
+
+def _trained(input_ids: list[int], labels: list[int]) -> tuple[int, list[int]]:
+    """Index of the first trained token, and the trained tokens; asserts they form one contiguous run."""
+    positions = [i for i, label in enumerate(labels) if label != -100]
+    assert positions == list(range(positions[0], positions[-1] + 1)), "trained tokens are not one span"
+    assert [labels[i] for i in positions] == [input_ids[i] for i in positions]
+    return positions[0], [input_ids[i] for i in positions]
+
+
+@pytest.mark.axolotl
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_loss_covers_exactly_the_json_answer_and_end_of_turn(axolotl_tokenized, tokenizer, split) -> None:
+    project, prepared = axolotl_tokenized
+    rows = _rows(project.processed / f"{split}.jsonl")
+    expected = Counter(
+        (*tokenizer(messages[2]["content"], add_special_tokens=False).input_ids, END_OF_TURN) for messages in rows
+    )
+    actual = Counter(tuple(_trained(ids, labels)[1]) for ids, labels in prepared[len(rows)])
+    assert actual == expected
+
+
+@pytest.mark.axolotl
+def test_inference_prompt_ids_equal_the_training_ids_before_the_answer(axolotl_tokenized, tokenizer) -> None:
+    project, prepared = axolotl_tokenized
+    rows = _rows(project.processed / "eval.jsonl")
+    system_prompt = load_system_prompt(REPO_ROOT / "data/system_prompt.txt", REPO_ROOT / "data/schema.json")
+    inference = Counter(tuple(prompt_token_ids(tokenizer, m[1]["content"], system_prompt)) for m in rows)
+    training = Counter(tuple(ids[: _trained(ids, labels)[0]]) for ids, labels in prepared[len(rows)])
+    assert training == inference
+    # ...and the check has teeth: one changed character in the system prompt breaks it
+    drifted = Counter(tuple(prompt_token_ids(tokenizer, m[1]["content"], system_prompt + " ")) for m in rows)
+    assert training != drifted
+
+
+@pytest.mark.axolotl
+def test_short_training_run_lowers_the_loss_and_saves_a_loadable_adapter(tiny_run: Project, tiny_gemma3) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    state = json.loads(next(tiny_run.output_dir.glob("checkpoint-*/trainer_state.json")).read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_gemma3), tiny_run.output_dir)
+    lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: non-zero means it trained
+    assert yaml.safe_load(tiny_run.config.read_text())["output_dir"] == str(tiny_run.output_dir)
