@@ -1,0 +1,1 @@
+"""Stage 4: generate on held-out queries with the training prompt, score, and write a readable report."""

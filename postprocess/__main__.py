@@ -1,0 +1,71 @@
+"""Merge the adapter a recipe trained into its full-precision base, with a proof of faithfulness.
+
+    python -m postprocess --config axolotl_configs/gemma3-270m-lora.yaml
+writes <output_dir>/merged/ (loadable as is by transformers and vLLM) and refuses to write if the proof fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from postprocess.merge import AdapterMismatch, merge_with_proof, save_merged
+from preprocess.config import REPO_ROOT, Pipeline, Recipe
+from preprocess.prompt import load_system_prompt, prompt_token_ids
+from preprocess.tokenizer import load_tokenizer
+
+# bf16 merged vs bf16 base+adapter: both round differently, so logits agree to bf16 precision, not exactly.
+DEFAULT_TOLERANCE = {"bfloat16": 0.5, "float32": 1e-3}
+
+
+def probe_examples(eval_file: Path, tokenizer, system_prompt: str, count: int) -> list[list[int]]:
+    """Eval prompts followed by their reference answers: the proof covers the tokens the model will emit."""
+    probes = []
+    for line in eval_file.read_text().splitlines()[:count]:
+        messages = json.loads(line)["messages"]
+        answer = tokenizer(messages[2]["content"] + "<end_of_turn>", add_special_tokens=False).input_ids
+        probes.append(prompt_token_ids(tokenizer, messages[1]["content"], system_prompt) + answer)
+    return probes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=REPO_ROOT / "axolotl_configs/gemma3-270m-lora.yaml")
+    parser.add_argument("--pipeline", type=Path, default=REPO_ROOT / "pipeline.yaml")
+    parser.add_argument("--base", help="full-precision base (default: the recipe's base_model)")
+    parser.add_argument("--adapter", type=Path, help="adapter dir (default: the recipe's output_dir)")
+    parser.add_argument("--out", type=Path, help="default: <output_dir>/merged")
+    parser.add_argument("--dtype", choices=sorted(DEFAULT_TOLERANCE), default="bfloat16")
+    parser.add_argument("--probes", type=int, default=4, help="eval examples the proof runs on")
+    parser.add_argument("--tolerance", type=float, help="max |logit| difference allowed (default by dtype)")
+    args = parser.parse_args(argv)
+
+    recipe = Recipe.load(args.config)
+    pipeline = Pipeline.load(args.pipeline)
+    base = args.base or recipe.base_model
+    adapter = args.adapter or recipe.output_dir
+    out = args.out or recipe.output_dir / "merged"
+    tokenizer = load_tokenizer(adapter)
+    system_prompt = load_system_prompt(pipeline.system_prompt, pipeline.schema)
+    probes = probe_examples(recipe.eval_file, tokenizer, system_prompt, args.probes)
+    tolerance = args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE[args.dtype]
+    try:
+        merged, proof = merge_with_proof(base, adapter, probes, getattr(torch, args.dtype), tolerance)
+    except AdapterMismatch as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(proof.summary())
+    if not proof.passed:
+        print("nothing written: the merged model does not reproduce base + adapter", file=sys.stderr)
+        return 1
+    save_merged(merged, base, adapter, out, proof)
+    print(f"merged model -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
