@@ -4,7 +4,9 @@
 
 PYTHON_311 ?= python3.11
 VENV ?= .venv
-PY := $(VENV)/bin/python
+PY ?= $(VENV)/bin/python
+# accelerate as a module: works in the venv and in the Docker image alike
+ACCELERATE := $(PY) -m accelerate.commands.launch
 # Never reach a hub unless asked to; no telemetry (a crashed run with telemetry on hangs for minutes).
 export HF_HUB_OFFLINE ?= 1
 export AXOLOTL_DO_NOT_TRACK := 1
@@ -48,7 +50,7 @@ axolotl-preprocess: data
 
 train: data
 	$(PY) -m preprocess.recipe_check $(CONFIG)
-	$(VENV)/bin/accelerate launch -m axolotl.cli.train $(CONFIG) $(if $(filter 1,$(HAS_GPU)),,$(CPU_OVERRIDES)) $(TRAIN_ARGS)
+	$(ACCELERATE) -m axolotl.cli.train $(CONFIG) $(if $(filter 1,$(HAS_GPU)),,$(CPU_OVERRIDES)) $(TRAIN_ARGS)
 
 merge:
 	$(PY) -m postprocess --config $(CONFIG)
@@ -76,7 +78,8 @@ docker-build:
 docker-train:
 	docker run --gpus all --rm -e HF_TOKEN -v $(PWD)/data:/workspace/app/data \
 		-v $(PWD)/outputs:/workspace/app/outputs -v $(PWD)/reports:/workspace/app/reports \
-		-v hf-cache:/workspace/hf-cache gemma-json-finetune make train merge eval CONFIG=$(CONFIG)
+		-v hf-cache:/workspace/hf-cache gemma-json-finetune make train merge eval \
+		CONFIG=$(or $(DOCKER_CONFIG),axolotl_configs/gemma3-27b-qlora.yaml)
 
 clean:
 	rm -rf data/processed outputs reports/runs
