@@ -33,7 +33,13 @@ def gguf_path() -> Path:
 def build(out_dir: Path) -> Path:
     source = gguf_path()
     tokenizer = tokenizer_from_gguf(source)
-    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.bfloat16)
+    dequantized = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.bfloat16)
+    # Newer transformers mark a GGUF-loaded model as quantized (and refuse to save it): rebuild a plain one.
+    config = dequantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.load_state_dict(dequantized.state_dict())
     # Stop generating at the end of the model's turn as well as at <eos>.
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
