@@ -15,7 +15,7 @@ case "${1:-all}" in
     make train CONFIG=$CONFIG 2>&1 | tee "$LOG/train.log" | grep -v "it/s\]" || exit 1
     ;;&
   eval|all)
-    make merge CONFIG=$CONFIG 2>&1 | tee "$LOG/merge.log"
+    make merge CONFIG=$CONFIG 2>&1 | tee "$LOG/merge.log"   # fp32 merge + proof (the default)
     make eval CONFIG=$CONFIG EVAL_ARGS="--run gpu-270m --fresh --variants tuned,tuned+constrained,base --batch-size 64" \
       2>&1 | tee "$LOG/eval.log" | grep -v "ex/s\]"
     cp reports/gpu-270m/metrics.json reports/gpu-270m/report.md "$LOG/"

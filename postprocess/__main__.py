@@ -18,8 +18,10 @@ from preprocess.config import REPO_ROOT, Pipeline, Recipe
 from preprocess.prompt import load_system_prompt, prompt_token_ids
 from preprocess.tokenizer import load_tokenizer
 
-# bf16 merged vs bf16 base+adapter: both round differently, so logits agree to bf16 precision, not exactly.
-DEFAULT_TOLERANCE = {"bfloat16": 0.5, "float32": 1e-3}
+# In fp32 the merged model reproduces base+adapter to 2e-4 (measured on the trained 270M). In bf16 rounding
+# W + BA costs up to 1.6 on logits of magnitude ~90 (reports/measured/gpu-270m-h100/merge-bf16-failed.log),
+# so bf16 gets a looser bound and fp32 is the default.
+DEFAULT_TOLERANCE = {"bfloat16": 2.0, "float32": 1e-3}
 
 
 def probe_examples(eval_file: Path, tokenizer, system_prompt: str, count: int) -> list[list[int]]:
@@ -39,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", help="full-precision base (default: the recipe's base_model)")
     parser.add_argument("--adapter", type=Path, help="adapter dir (default: the recipe's output_dir)")
     parser.add_argument("--out", type=Path, help="default: <output_dir>/merged")
-    parser.add_argument("--dtype", choices=sorted(DEFAULT_TOLERANCE), default="bfloat16")
+    parser.add_argument("--dtype", choices=sorted(DEFAULT_TOLERANCE), default="float32",
+                        help="precision of the merge and the saved model (bfloat16 halves memory: use it for 27B)")
     parser.add_argument("--probes", type=int, default=4, help="eval examples the proof runs on")
     parser.add_argument("--tolerance", type=float, help="max |logit| difference allowed (default by dtype)")
     args = parser.parse_args(argv)
