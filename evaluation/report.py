@@ -125,7 +125,7 @@ def write_report(out: Path, title: str, context: dict[str, str], metrics: dict[s
     for variant, examples in failures.items():
         if examples:
             parts += [f"## Examples that failed the schema ({variant}, first {len(examples)})", ""]
-            parts += [f"- `{e['query']}` → `{e['output'][:200]}` — {e['json_error'] or e['schema_error']}"
+            parts += [f"- `{e['query']}` → `{e['output'][:200]}` — {(e['json_error'] or e['schema_error'])[:160]}"
                       for e in examples]
             parts.append("")
     path = out / "report.md"
