@@ -26,8 +26,9 @@ OUTPUT_DIR = $(shell $(PY) -c "import yaml,sys; print(yaml.safe_load(open('$(CON
 MODEL ?= $(OUTPUT_DIR)/merged
 EVAL_ARGS ?=
 # quickstart on CPU: a short run that proves the pipeline (a full epoch takes hours on 2 cores)
-QUICK_CPU_TRAIN ?= --max_steps=30 --evals_per_epoch=0 --saves_per_epoch=0
-QUICK_CPU_EVAL ?= --limit 40
+QUICK_CPU_TRAIN ?= --max_steps=10 --micro_batch_size=1 --gradient_accumulation_steps=1 --evals_per_epoch=0 \
+	--saves_per_epoch=0
+QUICK_CPU_EVAL ?= --limit 16 --run quickstart-cpu
 
 .PHONY: setup base-model data axolotl-preprocess train merge eval quickstart test lint bench docker-build docker-train clean
 
@@ -70,7 +71,7 @@ lint:
 	$(VENV)/bin/hadolint docker/Dockerfile
 
 bench:
-	$(PY) bench/grammar_engines.py
+	$(PY) -m bench.grammar_engines
 
 docker-build:
 	docker build -f docker/Dockerfile -t gemma-json-finetune .
