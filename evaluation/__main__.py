@@ -25,7 +25,7 @@ from evaluation.generate import SchemaConstraint, generate, load_model, pick_dev
 from evaluation.report import training_log, write_report
 from evaluation.scoring import example_verdicts, score
 from preprocess.checks import load_records
-from preprocess.config import REPO_ROOT, Pipeline, Recipe
+from preprocess.config import REPO_ROOT, Pipeline, Recipe, add_stage_arguments
 from preprocess.prompt import load_system_prompt, prompt_token_ids
 
 VARIANTS = ("tuned", "tuned+constrained", "base", "base+constrained")
@@ -91,8 +91,7 @@ def describe(model: str | Path, adapter: Path | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "axolotl_configs/gemma3-270m-lora.yaml")
-    parser.add_argument("--pipeline", type=Path, default=REPO_ROOT / "pipeline.yaml")
+    add_stage_arguments(parser)
     parser.add_argument("--model", help="merged model dir for `tuned` (default: <output_dir>/merged)")
     parser.add_argument("--adapter", type=Path, help="score the recipe's base + this adapter as `tuned` instead")
     parser.add_argument("--data", type=Path, help="eval.jsonl or a raw_data-format file (default: the recipe's eval)")

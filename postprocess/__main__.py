@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from postprocess.merge import AdapterMismatch, merge_with_proof, save_merged
-from preprocess.config import REPO_ROOT, Pipeline, Recipe
+from preprocess.config import Pipeline, Recipe, add_stage_arguments
 from preprocess.prompt import load_system_prompt, prompt_token_ids
 from preprocess.tokenizer import load_tokenizer
 
@@ -36,8 +36,7 @@ def probe_examples(eval_file: Path, tokenizer, system_prompt: str, count: int) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "axolotl_configs/gemma3-270m-lora.yaml")
-    parser.add_argument("--pipeline", type=Path, default=REPO_ROOT / "pipeline.yaml")
+    add_stage_arguments(parser)
     parser.add_argument("--base", help="full-precision base (default: the recipe's base_model)")
     parser.add_argument("--adapter", type=Path, help="adapter dir (default: the recipe's output_dir)")
     parser.add_argument("--out", type=Path, help="default: <output_dir>/merged")

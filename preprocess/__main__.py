@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from preprocess.checks import DataFileError, Problem, check_records, load_records
-from preprocess.config import REPO_ROOT, Pipeline, Recipe
+from preprocess.config import REPO_ROOT, Pipeline, Recipe, add_stage_arguments
 from preprocess.prompt import load_system_prompt, training_messages
 from preprocess.split import resolve_pointer, stratified_split
 from preprocess.tokenizer import load_tokenizer
@@ -55,9 +55,7 @@ def split_stats(labels: Sequence[str], train: Sequence[int], evaluation: Sequenc
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "axolotl_configs/gemma3-270m-lora.yaml",
-                        help="Axolotl recipe: gives the tokenizer, sequence_len and the train/eval file paths")
-    parser.add_argument("--pipeline", type=Path, default=REPO_ROOT / "pipeline.yaml")
+    add_stage_arguments(parser)
     parser.add_argument("--raw-data", type=Path, help="override pipeline.yaml's raw_data")
     parser.add_argument("--tokenizer", help="override the recipe's tokenizer (any Gemma 3 tokenizer counts the same)")
     parser.add_argument("--write-rejects", action="store_true",

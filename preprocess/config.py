@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RECIPE = REPO_ROOT / "axolotl_configs/gemma3-270m-lora.yaml"
+
+
+def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config and --pipeline, the two inputs every stage's CLI shares."""
+    parser.add_argument("--config", type=Path, default=DEFAULT_RECIPE,
+                        help="the Axolotl recipe: model, sequence_len, train/eval files, output_dir")
+    parser.add_argument("--pipeline", type=Path, default=REPO_ROOT / "pipeline.yaml",
+                        help="data paths, eval fraction, seed, main label")
 
 
 @dataclass(frozen=True)
