@@ -36,6 +36,15 @@ def geometry(layers: int) -> Gemma3Config:
                         boi_token_index=255999, eoi_token_index=256000, image_token_index=262144)
 
 
+def matmul_params(layers: int) -> int:
+    """Weights a text token is multiplied by: every layer's projections plus the (tied) output layer. The
+    embedding lookup is not a matmul; the vision tower does not run on text."""
+    text = geometry(layers).text_config
+    h, hd, inter = text.hidden_size, text.head_dim, text.intermediate_size
+    attention = h * hd * (2 * text.num_attention_heads + 2 * text.num_key_value_heads)  # q, o + k, v
+    return layers * (attention + 3 * h * inter) + text.vocab_size * h
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, required=True)
