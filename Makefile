@@ -30,7 +30,7 @@ QUICK_CPU_TRAIN ?= --max_steps=10 --micro_batch_size=1 --gradient_accumulation_s
 	--saves_per_epoch=0
 QUICK_CPU_EVAL ?= --limit 16 --run quickstart-cpu
 
-.PHONY: setup base-model data axolotl-preprocess train merge eval quickstart test lint bench docker-build docker-train clean
+.PHONY: setup base-model data axolotl-preprocess train merge eval quickstart test lint bench bench-270m bench-27b docker-build docker-train clean
 
 setup:
 	$(PYTHON_311) -m venv $(VENV)
@@ -70,8 +70,15 @@ lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint docker/Dockerfile
 
+# CPU: grammar engines. GPU: the 270M recipe sweep and the 27B memory/speed comparison (README, "Measured results").
 bench:
 	$(PY) -m bench.grammar_engines
+
+bench-270m: data
+	$(PY) -m bench.sweep_270m --parallel 3
+
+bench-27b: data
+	PY=$(PY) bash bench/gpu_27b.sh 4 8 16
 
 docker-build:
 	docker build -f docker/Dockerfile -t gemma-json-finetune .
