@@ -49,6 +49,12 @@ def extrapolate(runs: dict[int, dict]) -> dict[str, float]:
     return out
 
 
+def table_row(label: str, depth: str, layers: int, result: dict[str, float], peak: float) -> str:
+    flops = matmul_params(layers) * result["tokens_per_s"]
+    return (f"| {label} | {depth} | {result['tokens_per_s']:.0f} | {4 * flops / peak:.1%} | {6 * flops / peak:.1%} | "
+            f"{result['peak_allocated_gib']:.2f} | {result['peak_reserved_gib']:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("log_dir", type=Path)
@@ -59,16 +65,10 @@ def main() -> None:
     full: dict[str, dict] = {}
     for recipe, label in RECIPES.items():
         runs = load(args.log_dir, recipe)
-        for layers, run in runs.items():
-            flops = matmul_params(layers) * run["tokens_per_s"]
-            rows.append(f"| {label} | {layers} | {run['tokens_per_s']:.0f} | {4 * flops / peak:.1%} | "
-                        f"{6 * flops / peak:.1%} | {run['peak_allocated_gib']:.2f} | {run['peak_reserved_gib']:.2f} |")
+        rows += [table_row(label, str(layers), layers, run, peak) for layers, run in runs.items()]
         if len(runs) >= 2:
-            full[recipe] = e = extrapolate(runs)
-            flops = matmul_params(FULL_DEPTH) * e["tokens_per_s"]
-            rows.append(f"| {label} | **{FULL_DEPTH} (fit)** | **{e['tokens_per_s']:.0f}** | "
-                        f"{4 * flops / peak:.1%} | {6 * flops / peak:.1%} | **{e['peak_allocated_gib']:.2f}** | "
-                        f"**{e['peak_reserved_gib']:.2f}** |")
+            full[recipe] = extrapolate(runs)
+            rows.append(table_row(label, f"**{FULL_DEPTH} (fit)**", FULL_DEPTH, full[recipe], peak))
     print(f"bf16 matmul peak: {peak / 1e12:.0f} TFLOP/s; "
           f"N at {FULL_DEPTH} layers: {matmul_params(FULL_DEPTH) / 1e9:.2f} B\n")
     print("\n".join(rows))

@@ -31,6 +31,6 @@ for layers in "$@"; do
   $PY -m bench.trl_baseline --model "$model" --data data/bench/train.jsonl --steps "$STEPS" \
       --out "$LOG/trl-$layers.json" > "$LOG/trl-$layers.log" 2>&1 \
       || { tail -30 "$LOG/trl-$layers.log"; echo "TRL at $layers layers FAILED"; }
-  grep -h "^step_timer" "$LOG/ours-$layers.log" "$LOG/trl-$layers.log" || true
+  grep -ho "step_timer: .*" "$LOG/ours-$layers.log" "$LOG/trl-$layers.log" || true  # (TRL's follows a tqdm \r)
 done
 $PY -m bench.extrapolate_27b "$LOG" | tee "$LOG/summary.md"

@@ -24,13 +24,10 @@ from typing import Any
 
 import yaml
 
-from preprocess.config import REPO_ROOT
+from preprocess.config import OFFLINE_ENV, REPO_ROOT
 
 SWEEP_DIR = REPO_ROOT / "outputs/sweep"
 METRICS = ("json_valid", "schema_valid", "exact_match")
-# As the Makefile exports: no hub, no telemetry (a crashed run with telemetry on hangs for minutes).
-OFFLINE = {"HF_HUB_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1", "WANDB_MODE": "disabled",
-           "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
 
 
 @dataclass(frozen=True)
@@ -100,16 +97,16 @@ def run(experiment: Experiment, spec: dict, eval_args: list[str], dry_run: bool 
         [py, "-m", "accelerate.commands.launch", "-m", "axolotl.cli.train", str(recipe_path)],
         [py, "-m", "evaluation", *stage, *tuned, "--run", f"sweep-{experiment.name}", "--fresh", *eval_args],
     ]
+    env = {**os.environ, **OFFLINE_ENV}
     if dry_run:  # write the files and let recipe_check (our checks + Axolotl's validation) judge the recipe
-        subprocess.run(steps[1], cwd=REPO_ROOT, check=True, env={**os.environ, **OFFLINE})
+        subprocess.run(steps[1], cwd=REPO_ROOT, check=True, env=env)
         return {}
     started = time.monotonic()
     with log_path.open("w") as log:
         for number, command in enumerate(steps):
             log.write(f"$ {' '.join(command)}\n")
             log.flush()
-            subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, check=True,
-                           env={**os.environ, **OFFLINE})
+            subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, check=True, env=env)
             if number == 0 and experiment.train_fraction < 1:
                 kept = subsample(workdir / "data/train.jsonl", experiment.train_fraction, int(recipe["seed"]))
                 log.write(f"train split subsampled to {kept} examples\n")

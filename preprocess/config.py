@@ -10,6 +10,10 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = REPO_ROOT / "axolotl_configs/gemma3-270m-lora.yaml"
+# What the Makefile exports for every stage: no hub, no telemetry (a crashed run with telemetry on hangs for
+# minutes). Python that launches stages itself (tests, bench/) passes the same.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1", "WANDB_MODE": "disabled",
+               "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
 
 
 def add_stage_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,21 +9,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from preprocess.config import OFFLINE_ENV, REPO_ROOT
+
 # Before anything imports huggingface_hub / axolotl: no hub, no telemetry, in every test.
-os.environ.update({
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "AXOLOTL_DO_NOT_TRACK": "1",
-    "WANDB_MODE": "disabled",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-})
+os.environ.update({**OFFLINE_ENV, "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
 
 import pytest
 import yaml
-
-from preprocess.config import REPO_ROOT
 
 RECIPE_270M = REPO_ROOT / "axolotl_configs/gemma3-270m-lora.yaml"
 RECIPE_27B = REPO_ROOT / "axolotl_configs/gemma3-27b-qlora.yaml"
