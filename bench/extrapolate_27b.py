@@ -49,6 +49,11 @@ def extrapolate(runs: dict[int, dict]) -> dict[str, float]:
     return out
 
 
+def step_seconds_per_layer(two_runs: dict[int, dict]) -> float:
+    (shallow, first), (deep, second) = two_runs.items()
+    return (second["seconds_per_step"] - first["seconds_per_step"]) / (deep - shallow)
+
+
 def table_row(label: str, depth: str, layers: int, result: dict[str, float], peak: float) -> str:
     flops = matmul_params(layers) * result["tokens_per_s"]
     return (f"| {label} | {depth} | {result['tokens_per_s']:.0f} | {4 * flops / peak:.1%} | {6 * flops / peak:.1%} | "
@@ -79,6 +84,12 @@ def main() -> None:
         ours, trl = full["ours"], full["trl"]
         print(f"\nat {FULL_DEPTH} layers: tokens/s ours / TRL = {ours['tokens_per_s'] / trl['tokens_per_s']:.2f}x; "
               f"peak reserved ours / TRL = {ours['peak_reserved_gib'] / trl['peak_reserved_gib']:.2f}")
+        # The fit is not quite linear (shallow runs carry a fixed overhead): the two deepest runs alone, for scale.
+        deepest = {recipe: dict(list(load(args.log_dir, recipe).items())[-2:]) for recipe in RECIPES}
+        ours2, trl2 = (extrapolate(deepest[recipe])["tokens_per_s"] for recipe in ("ours", "trl"))
+        print(f"from the two deepest depths only: {ours2:.0f} vs {trl2:.0f} tokens/s at {FULL_DEPTH} layers "
+              f"({ours2 / trl2:.2f}x); seconds per step added per layer: "
+              f"ours {step_seconds_per_layer(deepest['ours']):.4f}, TRL {step_seconds_per_layer(deepest['trl']):.4f}")
 
 
 if __name__ == "__main__":

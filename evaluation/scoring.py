@@ -90,7 +90,8 @@ def item_counts(predicted: list | None, expected: list) -> dict[str, Counts]:
     return counts
 
 
-def _label(value: Any, pointer: str) -> str:
+def label_at(value: Any, pointer: str) -> str:
+    """The label at a JSON pointer, or INVALID where the answer has none."""
     try:
         return str(resolve_pointer(value, pointer))
     except (KeyError, IndexError, TypeError, ValueError):
@@ -118,8 +119,8 @@ def score(predictions: list[str], references: list[dict], schema: dict, main_lab
                 per_type[kind].fn += c.fn
         micro = Counts(*(sum(getattr(c, a) for c in per_type.values()) for a in ("tp", "fp", "fn")))
         extraction[field] = {"micro": micro.prf(), "per_type": {k: per_type[k].prf() for k in sorted(per_type)}}
-    gold = [_label(ref, main_label) for ref in references]
-    guessed = [_label(p.value, main_label) if p.is_json else INVALID for p in parsed]
+    gold = [label_at(ref, main_label) for ref in references]
+    guessed = [label_at(p.value, main_label) if p.is_json else INVALID for p in parsed]
     confusion: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for g, q in zip(gold, guessed, strict=True):
         confusion[g][q] += 1
