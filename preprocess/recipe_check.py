@@ -20,6 +20,8 @@ import yaml
 
 # Our data has one assistant turn per example; training any other role would train on the prompt.
 ROLES_TO_TRAIN = ["assistant"]
+# Stops a run at the first NaN/inf and avoids the cuDNN attention bug that causes it (training/plugin.py).
+GUARDS_PLUGIN = "training.plugin.GuardsPlugin"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -78,6 +80,9 @@ def recipe_problems(recipe: dict) -> list[str]:
             if dataset.get("roles_to_train") != ROLES_TO_TRAIN:
                 problems.append(f"{section}[{i}]: roles_to_train must be {ROLES_TO_TRAIN} (the JSON answer), "
                                 f"got {dataset.get('roles_to_train')}")
+    if GUARDS_PLUGIN not in (recipe.get("plugins") or []):
+        problems.append(f"plugins must include {GUARDS_PLUGIN}: without it a run that goes NaN trains on and saves "
+                        "a broken model")
     if recipe.get("eot_tokens") != ["<end_of_turn>"]:
         problems.append("eot_tokens must be ['<end_of_turn>'] or the model never learns to stop")
     return problems

@@ -1,0 +1,68 @@
+"""A training run never goes on, nor ends "successfully", with NaN/inf; the cuDNN attention backend is
+switched off exactly where its backward returns NaN (Hopper GPU + cuDNN < 9.26)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, TINY_TRAINING, Project, write_project
+from training.plugin import NON_FINITE_REPORT, decide_cudnn_sdpa, non_finite_values
+
+CASES = [
+    # setting, GPU capability, cuDNN version -> keep cuDNN SDPA on?
+    ("auto", (9, 0), 91900, False),  # H100/H200 with cuDNN 9.19: the bug
+    ("auto", (9, 0), 92501, False),  # the last release before the fix
+    ("auto", (9, 0), 92600, True),  # cuDNN 9.26 carries the fix
+    ("auto", (8, 0), 91900, True),  # A100: the failing kernel is sm90's
+    ("auto", (8, 9), 91900, True),  # RTX 4090
+    ("auto", None, None, True),  # CPU
+    ("enable", (9, 0), 91900, True),
+    ("disable", (8, 9), 92600, False),
+]
+
+
+@pytest.mark.parametrize(("setting", "capability", "cudnn", "keep"), CASES)
+def test_cudnn_sdpa_is_switched_off_only_where_the_bug_applies(setting, capability, cudnn, keep) -> None:
+    assert decide_cudnn_sdpa(setting, capability, cudnn)[0] is keep
+
+
+def test_non_finite_logged_values_are_found_whatever_their_type() -> None:
+    assert non_finite_values({"loss": "nan", "grad_norm": 1.5, "learning_rate": 0.1}).keys() == {"loss"}
+    assert math.isinf(non_finite_values({"grad_norm": float("inf")})["grad_norm"])
+    assert non_finite_values({"loss": 0.0, "grad_norm": "2.5", "epoch": 1}) == {}
+
+
+@pytest.fixture(scope="module")
+def nan_gemma3(tmp_path_factory, tiny_gemma3: Path) -> Path:
+    """The tiny Gemma 3 with one NaN in its final norm: every loss and gradient is NaN from step 1."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma3)
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("nan")
+    out = tmp_path_factory.mktemp("nan-gemma3")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_gemma3).save_pretrained(out)
+    return out
+
+
+@pytest.mark.axolotl
+def test_make_train_stops_at_the_first_non_finite_step_and_saves_no_model(tmp_path, sample_records, nan_gemma3) -> None:
+    no_eval = {**TINY_TRAINING, "eval_steps": None, "evals_per_epoch": 0}  # the training loss is what is checked
+    pipeline, config = write_project(tmp_path, sample_records[:64], tokenizer=nan_gemma3, overrides=no_eval)
+    project = Project(tmp_path, pipeline, config)
+    result = subprocess.run(["make", "train", *project.make_args()], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=1200)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "training stopped at step 1: loss = nan" in output
+    report = json.loads((project.output_dir / NON_FINITE_REPORT).read_text())
+    assert report["step"] == 1 and report["values"]["loss"] == "nan"
+    assert not (project.output_dir / "adapter_model.safetensors").exists()
+    assert not list(project.output_dir.glob("checkpoint-*"))
