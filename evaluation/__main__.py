@@ -1,153 +1,142 @@
-"""Generate answers for held-out queries with the training prompt, score them, write reports/<run>/.
+"""Generate answers for held-out queries with the training prompt, score them, write <reports_dir>/<run>/.
 
-    python -m evaluation --config axolotl_configs/gemma3-270m-lora.yaml --model outputs/gemma3-270m-lora/merged \
-        --variants tuned,tuned+constrained,base
+    python -m evaluation [--model outputs/gemma3-270m-lora/merged] [--variants tuned,tuned+constrained,base]
 
 Variants: `tuned` (--model, or the recipe's base with --adapter), `base` (the recipe's untuned base_model),
 each optionally `+constrained` (schema-constrained decoding). Interrupt at any time: a rerun with the same
---run resumes where it stopped (predictions are appended batch by batch).
+--run resumes where it stopped, as long as the model, the data and the decoding settings are the same (else
+that variant starts over, and says why). Every option has a default in pipeline.yaml's `eval:` section.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import statistics
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from tqdm import tqdm
+import numpy as np
 
-from evaluation.generate import SchemaConstraint, generate, load_model, pick_device, vocab_size
+from contract.config import (
+    PipelineConfig,
+    Recipe,
+    add_stage_arguments,
+    config_from_args,
+    resolve,
+    sha256_file,
+    shown,
+)
+from contract.errors import UserError, run_cli
+from contract.outputs import write_json_atomic
+from contract.prompt import system_prompt
+from contract.records import load_records, read_text
+from contract.rows import read_rows
+from contract.schema import load_schema, validator
+from evaluation.generate import Generator, Resumable, fingerprint, load_model, pick_device, run_resumable
 from evaluation.report import training_log, write_report
-from evaluation.scoring import example_verdicts, score
-from preprocess.checks import load_records
-from preprocess.config import REPO_ROOT, Pipeline, Recipe, add_stage_arguments
-from preprocess.prompt import load_system_prompt, prompt_token_ids
-
-VARIANTS = ("tuned", "tuned+constrained", "base", "base+constrained")
+from evaluation.scoring import Metrics, example_verdicts, score
 
 
-def load_examples(path: Path) -> list[dict]:
-    """eval.jsonl (chat messages) or a raw_data-style JSON array of {"query", "data"}."""
+def load_examples(path: Path, schema: dict) -> list[dict]:
+    """eval.jsonl (chat rows) or a raw_data-style JSON array of {"query", "data"}; every reference must satisfy
+    the schema (a label outside it would be scored as if the model could have produced it)."""
     if path.suffix == ".jsonl":
-        rows = [json.loads(line)["messages"] for line in path.read_text().splitlines() if line.strip()]
-        return [{"query": m[1]["content"], "data": json.loads(m[2]["content"])} for m in rows]
-    return load_records(path)
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    cuts = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
-    return {"p50": cuts[49], "p90": cuts[89], "p99": cuts[98]}
-
-
-def read_done(path: Path) -> dict[int, dict]:
-    if not path.exists():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {row["index"]: row for row in rows}
-
-
-def run_variant(variant: str, model, tokenizer, examples: list[dict], system_prompt: str, schema: dict,
-                out_file: Path, args: argparse.Namespace) -> list[dict]:
-    batch_size, max_new_tokens = args.batch_size, args.max_new_tokens
-    done = read_done(out_file)
-    todo = [i for i in range(len(examples)) if i not in done]
-    constraint = (SchemaConstraint(tokenizer, schema, vocab_size(model), args.max_string_chars, args.max_items)
-                  if variant.endswith("+constrained") else None)
-    validator = Draft202012Validator(schema)
-    # Longest prompts first: batches of similar length waste less padding.
-    todo.sort(key=lambda i: -len(examples[i]["query"]))
-    with out_file.open("a") as sink, tqdm(total=len(examples), initial=len(done), desc=variant, unit="ex") as bar:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            prompts = [prompt_token_ids(tokenizer, examples[i]["query"], system_prompt) for i in batch]
-            generations, seconds = generate(model, tokenizer, prompts, max_new_tokens, constraint)
-            for i, generation in zip(batch, generations, strict=True):
-                row = {"index": i, "query": examples[i]["query"], "reference": examples[i]["data"],
-                       "output": generation.text, "new_tokens": generation.new_tokens,
-                       "batch_seconds": seconds, "batch_size": len(batch),
-                       **example_verdicts(generation.text, examples[i]["data"], validator)}
-                done[i] = row
-                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-            sink.flush()
-            bar.update(len(batch))
-    return [done[i] for i in range(len(examples))]
+        examples = [{"query": e.query, "data": json.loads(e.answer)} for e in read_rows(read_text(path))]
+    else:
+        examples = load_records(path)
+    check = validator(schema)
+    bad = [(i, error.message) for i, e in enumerate(examples) for error in check.iter_errors(e.get("data"))]
+    if bad:
+        shown_bad = "; ".join(f"record {i}: {message}" for i, message in bad[:3])
+        raise UserError(f"{shown(path)}: {len({i for i, _ in bad})} reference(s) do not satisfy the schema, e.g. "
+                        f"{shown_bad}; evaluate on data that `make data` accepts")
+    return examples
 
 
 def speed(rows: list[dict]) -> dict[str, Any]:
     seconds = sum(r["batch_seconds"] / r["batch_size"] for r in rows)
-    batches = {(r["batch_seconds"], r["batch_size"]) for r in rows}
+    batches = sorted({(r["batch_seconds"], r["batch_size"]) for r in rows})
+    p50, p90, p99 = np.percentile([s for s, _ in batches], [50, 90, 99])
     return {"examples_per_s": len(rows) / seconds, "tokens_per_s": sum(r["new_tokens"] for r in rows) / seconds,
-            "latency_s": percentiles([s for s, _ in batches]), "device": pick_device()}
+            "latency_s": {"p50": p50, "p90": p90, "p99": p99}, "device": pick_device()}
 
 
-def describe(model: str | Path, adapter: Path | None) -> str:
-    return f"{model} + adapter {adapter}" if adapter else str(model)
+def run_variant(variant: str, model, tokenizer, examples: list[dict], config: PipelineConfig, prompt: str,
+                schema: dict, out: Path, identity: dict[str, Any], fresh: bool) -> list[dict]:
+    options = config.eval
+    constrained = variant.endswith("+constrained")
+    generator = Generator.build(model, tokenizer, prompt, schema, constrained, options)
+    decoding = {"constrained": constrained, "grounded": constrained and options.grounded,
+                "max_new_tokens": options.max_new_tokens, "max_string_chars": options.max_string_chars,
+                "max_items": options.max_items}
+    store = Resumable(out / f"predictions-{variant}.jsonl", {**identity, "decoding": decoding},
+                      [{"query": e["query"], "reference": e["data"]} for e in examples], fresh)
+    check = validator(schema)
+
+    def row(index: int, answer) -> dict:
+        example = examples[index]
+        return {"index": index, "query": example["query"], "reference": example["data"], "output": answer.text,
+                "new_tokens": answer.new_tokens, "batch_seconds": answer.batch_seconds,
+                "batch_size": answer.batch_size, **example_verdicts(answer.text, example["data"], check)}
+
+    return run_resumable(generator, [e["query"] for e in examples], store, options.batch_size, variant, row)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_stage_arguments(parser)
+    add_stage_arguments(parser, "eval")
     parser.add_argument("--model", help="merged model dir for `tuned` (default: <output_dir>/merged)")
     parser.add_argument("--adapter", type=Path, help="score the recipe's base + this adapter as `tuned` instead")
     parser.add_argument("--data", type=Path, help="eval.jsonl or a raw_data-format file (default: the recipe's eval)")
-    parser.add_argument("--variants", default="tuned", help=f"comma-separated, of {', '.join(VARIANTS)}")
-    parser.add_argument("--run", help="report name under reports/ (default: the recipe's name); reruns resume")
+    parser.add_argument("--run", help="report name (default: the recipe's name); reruns resume")
     parser.add_argument("--fresh", action="store_true", help="discard earlier predictions of this run")
-    parser.add_argument("--limit", type=int, help="only the first N examples")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--max-string-chars", type=int, default=64,
-                        help="constrained decoding: bound on free-text strings (the sample's longest value: 52)")
-    parser.add_argument("--max-items", type=int, default=8,
-                        help="constrained decoding: bound on array lengths (the sample's longest: 6)")
     args = parser.parse_args(argv)
-
-    variants = args.variants.split(",")
-    if unknown := set(variants) - set(VARIANTS):
-        parser.error(f"unknown variant(s) {sorted(unknown)}; choose from {VARIANTS}")
-    recipe, pipeline = Recipe.load(args.config), Pipeline.load(args.pipeline)
-    schema = json.loads(pipeline.schema.read_text())
-    system_prompt = load_system_prompt(pipeline.system_prompt, pipeline.schema)
+    config = config_from_args(args)
+    options = config.eval
+    recipe = Recipe.load(config.recipe)
+    schema = load_schema(config.path("schema_path"))
+    prompt = system_prompt(config)
     data = args.data or recipe.eval_file
-    examples = load_examples(data)[: args.limit]
-    out = REPO_ROOT / "reports" / (args.run or recipe.path.stem)
+    examples = load_examples(data, schema)[: options.limit]
+    out = resolve(options.reports_dir) / (args.run or recipe.path.stem)
     out.mkdir(parents=True, exist_ok=True)
-    if args.fresh:
-        for old in out.glob("predictions-*.jsonl"):
-            old.unlink()
 
     tuned = (recipe.base_model, args.adapter) if args.adapter else (args.model or recipe.output_dir / "merged", None)
     sources = {"tuned": tuned, "base": (recipe.base_model, None)}
-    metrics: dict[str, dict] = {}
+    common = {"data_sha256": sha256_file(data), "examples": len(examples),
+              "system_prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()[:16]}
+    metrics: dict[str, Metrics] = {}
     failures: dict[str, list[dict]] = {}
-    kinds = list(dict.fromkeys(v.split("+")[0] for v in variants))
+    kinds = list(dict.fromkeys(v.split("+")[0] for v in options.variants))
     for kind in kinds:
         model, tokenizer = load_model(*sources[kind])
-        for variant in (v for v in variants if v.split("+")[0] == kind):
-            rows = run_variant(variant, model, tokenizer, examples, system_prompt, schema,
-                               out / f"predictions-{variant}.jsonl", args)
-            metrics[variant] = {**score([r["output"] for r in rows], [r["reference"] for r in rows], schema,
-                                        pipeline.main_label), "speed": speed(rows)}
+        identity = {**common, "model": fingerprint(*sources[kind])}
+        for variant in (v for v in options.variants if v.split("+")[0] == kind):
+            rows = run_variant(variant, model, tokenizer, examples, config, prompt, schema, out, identity, args.fresh)
+            result = score([r["output"] for r in rows], [r["reference"] for r in rows], schema, config.main_label)
+            metrics[variant] = Metrics(**{**result.__dict__, "speed": speed(rows)})
             failures[variant] = [r for r in rows if r["json_error"] or r["schema_error"]][:10]
         del model
 
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    context = {"recipe": str(args.config), "data": f"{data} ({len(examples)} examples)",
-               "models": "; ".join(f"{kind} = {describe(*sources[kind])}" for kind in kinds),
-               "decoding": f"greedy, batch {args.batch_size}, max {args.max_new_tokens} new tokens, {pick_device()}",
+    context = {"recipe": shown(recipe.path), "data": f"{shown(Path(data))} ({len(examples)} examples)",
+               "models": "; ".join(f"{kind} = {' + adapter '.join(shown(Path(s)) for s in sources[kind] if s)}"
+                                   for kind in kinds),
+               "decoding": f"greedy, batch {options.batch_size}, max {options.max_new_tokens} new tokens, "
+                           f"{pick_device()}",
                "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    write_json_atomic(out / "metrics.json", {"variants": {v: m.to_json() for v, m in metrics.items()},
+                                             "context": context, "config": config.as_record()})
     report = write_report(out, f"Evaluation: {out.name}", context, metrics, failures, training_log(recipe.output_dir))
     for variant, m in metrics.items():
-        print(f"{variant}: json {m['json_valid']:.1%}, schema {m['schema_valid']:.1%}, exact {m['exact_match']:.1%}, "
-              + ", ".join(f"{f} {a:.1%}" for f, a in m["field_accuracy"].items()))
-    print(f"report -> {report}")
+        print(f"{variant}: " + ", ".join(f"{name} {100 * value:.1f} %" for name, value in m.headline().items())
+              + f"; {m.speed['examples_per_s']:.2f} examples/s")
+    print(f"report -> {shown(report)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

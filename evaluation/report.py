@@ -10,37 +10,27 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+from tabulate import tabulate
+
+from contract.outputs import write_text_atomic
+from evaluation.scoring import Metrics
 
 
-def _pct(value: float) -> str:
+def pct(value: float) -> str:
     return f"{100 * value:.1f} %"
 
 
-def summary_rows(metrics: dict[str, dict]) -> list[tuple[str, list[str]]]:
+def summary_table(metrics: dict[str, Metrics]) -> str:
     variants = list(metrics)
-    rows = [("JSON valid", [_pct(metrics[v]["json_valid"]) for v in variants]),
-            ("schema valid", [_pct(metrics[v]["schema_valid"]) for v in variants]),
-            ("exact match (whole object)", [_pct(metrics[v]["exact_match"]) for v in variants])]
-    for field in metrics[variants[0]]["field_accuracy"]:
-        rows.append((f"{field} accuracy", [_pct(metrics[v]["field_accuracy"][field]) for v in variants]))
-    for field in metrics[variants[0]]["extraction"]:
-        for measure in ("precision", "recall", "f1"):
-            rows.append((f"{field} {measure} (micro)",
-                         [_pct(metrics[v]["extraction"][field]["micro"][measure]) for v in variants]))
-    speed = [("examples/s", "examples_per_s", "{:.2f}"), ("generated tokens/s", "tokens_per_s", "{:.1f}"),
-             ("batch latency p50 / p90 / p99 (s)", None, None)]
-    for label, key, fmt in speed:
-        if key:
-            rows.append((label, [fmt.format(metrics[v]["speed"][key]) for v in variants]))
-        else:
-            rows.append((label, [" / ".join(f"{metrics[v]['speed']['latency_s'][p]:.2f}" for p in ("p50", "p90", "p99"))
-                                 for v in variants]))
-    return rows
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    rows = [[name, *(pct(metrics[v].headline()[name]) for v in variants)] for name in metrics[variants[0]].headline()]
+    rows.append(["exact match, 95 % interval",
+                 *(f"{pct(metrics[v].exact_match_ci95[0])} – {pct(metrics[v].exact_match_ci95[1])}" for v in variants)])
+    speed = [("examples/s", "examples_per_s", "{:.2f}"), ("generated tokens/s", "tokens_per_s", "{:.1f}")]
+    rows += [[label, *(fmt.format(metrics[v].speed[key]) for v in variants)] for label, key, fmt in speed]
+    rows.append(["batch latency p50 / p90 / p99 (s)",
+                 *(" / ".join(f"{metrics[v].speed['latency_s'][p]:.2f}" for p in ("p50", "p90", "p99"))
+                   for v in variants)])
+    return tabulate(rows, headers=["metric", *variants], tablefmt="github")
 
 
 def top_confusions(confusion: dict[str, dict[str, int]], count: int = 10) -> list[tuple[str, str, int]]:
@@ -101,25 +91,25 @@ def plot_loss(history: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def write_report(out: Path, title: str, context: dict[str, str], metrics: dict[str, dict],
+def write_report(out: Path, title: str, context: dict[str, str], metrics: dict[str, Metrics],
                  failures: dict[str, list[dict]], history: list[dict[str, Any]]) -> Path:
-    first = next(iter(metrics))
-    plot_per_class(metrics[first]["per_class_accuracy"], out / "per_class_accuracy.png")
-    plot_confusion(metrics[first]["confusion"], out / "confusion.png")
+    first = metrics[next(iter(metrics))]
+    name = next(iter(metrics))
+    plot_per_class(first.per_class_accuracy, out / "per_class_accuracy.png")
+    plot_confusion(first.confusion, out / "confusion.png")
     has_loss = plot_loss(history, out / "training_loss.png")
     parts = [f"# {title}", "", *[f"- **{k}**: {v}" for k, v in context.items()], "",
-             "## Summary", "", markdown_table(["metric", *metrics], [[n, *v] for n, v in summary_rows(metrics)]), ""]
-    label = metrics[first]["main_label"]
-    parts += [f"## `{label}` per class ({first})", "", "![per-class accuracy](per_class_accuracy.png)", "",
+             "## Summary", "", summary_table(metrics), ""]
+    parts += [f"## `{first.main_label}` per class ({name})", "", "![per-class accuracy](per_class_accuracy.png)", "",
               "Most frequent confusions (reference → predicted):", "",
-              markdown_table(["reference", "predicted", "count"],
-                             [[g, p, str(n)] for g, p, n in top_confusions(metrics[first]["confusion"])]), "",
+              tabulate(top_confusions(first.confusion), headers=["reference", "predicted", "count"],
+                       tablefmt="github"), "",
               "![confusion matrix](confusion.png)", ""]
-    for field, extraction in metrics[first]["extraction"].items():
-        rows = [[kind, _pct(m["precision"]), _pct(m["recall"]), _pct(m["f1"]), str(m["support"])]
-                for kind, m in sorted(extraction["per_type"].items(), key=lambda kv: -kv[1]["support"])]
-        parts += [f"## `{field}` by type ({first})", "",
-                  markdown_table(["type", "precision", "recall", "F1", "support"], rows), ""]
+    for field, extraction in first.extraction.items():
+        rows = [[kind, pct(m.precision), pct(m.recall), pct(m.f1), m.support]
+                for kind, m in sorted(extraction.per_type.items(), key=lambda kv: -kv[1].support)]
+        parts += [f"## `{field}` by type ({name})", "",
+                  tabulate(rows, headers=["type", "precision", "recall", "F1", "support"], tablefmt="github"), ""]
     if has_loss:
         parts += ["## Training loss", "", "![training loss](training_loss.png)", ""]
     for variant, examples in failures.items():
@@ -129,5 +119,5 @@ def write_report(out: Path, title: str, context: dict[str, str], metrics: dict[s
                       for e in examples]
             parts.append("")
     path = out / "report.md"
-    path.write_text("\n".join(parts))
+    write_text_atomic(path, "\n".join(parts))
     return path

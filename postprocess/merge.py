@@ -1,4 +1,4 @@
-"""Merge a LoRA/QLoRA adapter into the bf16 base with PEFT, and prove the merged model computes what
+"""Merge a LoRA/QLoRA adapter into the full-precision base with PEFT, and prove the merged model computes what
 base + adapter computes.
 
 Why not `axolotl merge-lora`: its default `memory_efficient` method rounds every weight of a QLoRA run to
@@ -12,21 +12,34 @@ import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 
-END_OF_TURN = "<end_of_turn>"
+from contract.config import shown
+from contract.errors import UserError
+from contract.outputs import replaced_directory
+from contract.rows import stop_token_ids
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-class AdapterMismatch(ValueError):
+class AdapterMismatch(UserError):
     """The adapter was not trained on this base model."""
 
 
 def adapter_shapes(adapter_dir: Path) -> dict[str, tuple[int, ...]]:
-    with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as f:
-        return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
+    path = adapter_dir / ADAPTER_WEIGHTS
+    if not path.exists():
+        raise UserError(f"{shown(path)}: no adapter there; train first (`make train`) or pass --adapter <dir>")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as err:
+        raise UserError(f"{shown(path)}: not a readable safetensors file ({err}); the run that wrote it was "
+                        "probably interrupted: train again") from err
 
 
 def check_adapter_fits(model: PreTrainedModel, adapter_dir: Path) -> None:
@@ -48,8 +61,8 @@ def check_adapter_fits(model: PreTrainedModel, adapter_dir: Path) -> None:
             problems.append(f"{name}: adapter expects {shape[0]} output features, base has {module.out_features}")
     if problems:
         raise AdapterMismatch(
-            f"the adapter in {adapter_dir} (trained on {config.get('base_model_name_or_path')!r}) does not fit "
-            f"this base model: {len(problems)} problem(s), e.g. " + "; ".join(problems[:3])
+            f"the adapter in {shown(adapter_dir)} (trained on {config.get('base_model_name_or_path')!r}) does not "
+            f"fit this base model: {len(problems)} problem(s), e.g. " + "; ".join(problems[:3])
         )
 
 
@@ -107,20 +120,22 @@ def merge_with_proof(base: str, adapter_dir: Path, probe_ids: list[list[int]], d
     return merged, proof
 
 
-def save_merged(model: PreTrainedModel, base: str, adapter_dir: Path, out_dir: Path, proof: MergeProof) -> None:
-    """A self-contained HF directory: weights, tokenizer + chat template, generation config that stops at
-    the end of the model's turn, the licence notice, and the proof."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
+def save_merged(model: PreTrainedModel, base: str, adapter_dir: Path, out_dir: Path, proof: MergeProof,
+                record: dict[str, Any]) -> None:
+    """A self-contained HF directory, written whole or not at all: weights, tokenizer + chat template,
+    generation config that stops at the end of the model's turn, the licence notice, and the proof with the
+    settings that made it."""
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)  # Axolotl saves the tokenizer it trained with
-    tokenizer.save_pretrained(out_dir)
-    generation = model.generation_config or GenerationConfig()
-    eos = generation.eos_token_id if isinstance(generation.eos_token_id, list) else [generation.eos_token_id]
-    generation.eos_token_id = sorted({*filter(None, eos), tokenizer.eos_token_id,
-                                      tokenizer.convert_tokens_to_ids(END_OF_TURN)})
-    generation.pad_token_id = tokenizer.pad_token_id
-    generation.save_pretrained(out_dir)
-    for name in ("NOTICE", "preprocessor_config.json", "processor_config.json"):
-        if (Path(base) / name).exists():
-            shutil.copy(Path(base) / name, out_dir / name)
-    (out_dir / "merge_proof.json").write_text(json.dumps({**asdict(proof), "passed": proof.passed}, indent=2) + "\n")
+    with replaced_directory(out_dir) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        generation = model.generation_config or GenerationConfig()
+        eos = generation.eos_token_id if isinstance(generation.eos_token_id, list) else [generation.eos_token_id]
+        generation.eos_token_id = sorted({*filter(None, eos), *stop_token_ids(tokenizer)})
+        generation.pad_token_id = tokenizer.pad_token_id
+        generation.save_pretrained(staging)
+        for name in ("NOTICE", "preprocessor_config.json", "processor_config.json"):
+            if (Path(base) / name).exists():
+                shutil.copy(Path(base) / name, staging / name)
+        (staging / "merge_proof.json").write_text(
+            json.dumps({**asdict(proof), "passed": proof.passed, **record}, indent=2) + "\n")

@@ -1,42 +1,43 @@
 """Validate raw_data.json against the schema, split it, and write chat-format JSONL for Axolotl.
 
-    python -m preprocess --config axolotl_configs/gemma3-270m-lora.yaml [--write-rejects]
+    python -m preprocess [--pipeline pipeline.yaml] [--config <recipe>] [--write-rejects]
 
 Strict by default: any bad record -> every problem is printed, nothing is written, exit status 1.
 With --write-rejects the bad records go to rejects.jsonl with their reasons and the rest is written.
+The outputs (train.jsonl, eval.jsonl, stats.json, rejects.jsonl) are written as one set: a failed or killed
+run leaves the previous complete set. stats.json records the inputs' hashes and the settings.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from preprocess.checks import DataFileError, Problem, check_records, load_records
-from preprocess.config import REPO_ROOT, Pipeline, Recipe, add_stage_arguments
-from preprocess.prompt import load_system_prompt, training_messages
-from preprocess.split import resolve_pointer, stratified_split
-from preprocess.tokenizer import load_tokenizer
+import numpy as np
 
+from contract.config import Recipe, add_stage_arguments, config_from_args, sha256_file, shown
+from contract.errors import UserError, run_cli
+from contract.outputs import replaced_directory
+from contract.prompt import answer_text, prompt_messages, system_prompt
+from contract.records import load_records
+from contract.rows import training_row
+from contract.schema import load_schema, resolve_pointer, scored_fields, validator
+from contract.tokenizer import load_tokenizer
+from preprocess.checks import check_records
+from preprocess.split import stratified_split
 
-def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-
-
-def shown(path: Path) -> str:
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+STATS = "stats.json"
 
 
 def percentiles(values: Sequence[int]) -> dict[str, int]:
-    ordered = sorted(values)
-    cuts = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else ordered * 99
-    return {"p50": round(cuts[49]), "p90": round(cuts[89]), "p99": round(cuts[98]), "max": ordered[-1]}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"p50": round(p50), "p90": round(p90), "p99": round(p99), "max": int(max(values))}
 
 
 def split_stats(labels: Sequence[str], train: Sequence[int], evaluation: Sequence[int],
@@ -53,82 +54,94 @@ def split_stats(labels: Sequence[str], train: Sequence[int], evaluation: Sequenc
     }
 
 
+def token_lengths(tokenizer: Any, prompt: str, schema: dict) -> Callable[[list[dict]], list[int]]:
+    """Rendered training-row lengths with the real chat template (tokenized in one batch: fast)."""
+    def lengths(records: list[dict]) -> list[int]:
+        texts = [tokenizer.apply_chat_template(
+            [*prompt_messages(r["query"], prompt), {"role": "assistant", "content": answer_text(r["data"], schema)}],
+            tokenize=False) for r in records]
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    return lengths
+
+
+def previous_set(data_dir: Path) -> str:
+    """What a failed run leaves in place, in words."""
+    stats = data_dir / STATS
+    if not stats.exists():
+        return f"{shown(data_dir)} holds no earlier outputs"
+    made = json.loads(stats.read_text()).get("created", "an earlier run")
+    return f"{shown(data_dir)} still holds the complete set written at {made}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_stage_arguments(parser)
     parser.add_argument("--raw-data", type=Path, help="override pipeline.yaml's raw_data")
-    parser.add_argument("--tokenizer", help="override the recipe's tokenizer (any Gemma 3 tokenizer counts the same)")
     parser.add_argument("--write-rejects", action="store_true",
                         help="write bad records to rejects.jsonl and go on, instead of failing")
     args = parser.parse_args(argv)
+    config = config_from_args(args)
+    if args.raw_data:
+        config = config.model_copy(update={"raw_data": args.raw_data})
+    recipe = Recipe.load(config.recipe)
+    data_dir = recipe.data_dir
+    schema = load_schema(config.path("schema_path"))
+    labels_in_schema = [f.pointer for f in scored_fields(schema) if f.kind == "label"]
+    if config.main_label not in labels_in_schema:
+        raise UserError(f"pipeline.yaml: main_label {config.main_label} is not a label field of the schema; "
+                        f"choose one of {labels_in_schema}")
+    prompt = system_prompt(config)
+    records = load_records(config.path("raw_data"))
+    tokenizer = load_tokenizer(recipe.tokenizer)
 
-    pipeline = Pipeline.load(args.pipeline)
-    recipe = Recipe.load(args.config)
-    raw_path = args.raw_data or pipeline.raw_data
-    schema = json.loads(pipeline.schema.read_text())
-    system_prompt = load_system_prompt(pipeline.system_prompt, pipeline.schema)
-    tokenizer = load_tokenizer(args.tokenizer or recipe.tokenizer)
-
-    def token_length(record: dict) -> int:
-        messages = training_messages(record["query"], record["data"], system_prompt, schema)
-        return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
-
-    try:
-        records = load_records(raw_path)
-    except DataFileError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    problems, lengths = check_records(records, schema, recipe.sequence_len, token_length)
-    problems += [
-        Problem(i, "main-label", f"main_label {pipeline.main_label} not found in data")
-        for i in lengths if not _has_pointer(records[i]["data"], pipeline.main_label)
-    ]
-
+    problems, lengths = check_records(records, validator(schema), config.main_label, recipe.sequence_len,
+                                      token_lengths(tokenizer, prompt, schema))
     bad = sorted({p.index for p in problems})
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
         print(f"{len(bad)} of {len(records)} records have problems ({len(problems)} in all)", file=sys.stderr)
-    rejects_path = recipe.train_file.parent / "rejects.jsonl"
-    if problems and not args.write_rejects:
-        print("nothing written; fix the records above, or pass --write-rejects to set them aside", file=sys.stderr)
-        return 1
-
     good = [i for i in range(len(records)) if i not in set(bad)]
-    labels = [str(resolve_pointer(records[i]["data"], pipeline.main_label)) for i in good]
-    train, evaluation = stratified_split(labels, pipeline.eval_fraction, pipeline.seed)
+    if problems and not args.write_rejects:
+        raise UserError(f"nothing written ({previous_set(data_dir)}); fix the records above, or pass "
+                        "--write-rejects to set them aside")
+    if not good:
+        raise UserError(f"all {len(records)} records have problems: nothing written ({previous_set(data_dir)})")
 
-    def rows(positions: Sequence[int]) -> list[dict]:
-        return [{"messages": training_messages(records[good[p]]["query"], records[good[p]]["data"],
-                                               system_prompt, schema)} for p in positions]
+    labels = [str(resolve_pointer(records[i]["data"], config.main_label)) for i in good]
+    train, evaluation = stratified_split(labels, config.eval_fraction, config.seed)
 
-    write_jsonl(recipe.train_file, rows(train))
-    write_jsonl(recipe.eval_file, rows(evaluation))
-    if args.write_rejects:
-        write_jsonl(rejects_path, [
-            {"index": i, "record": records[i], "problems": [str(p) for p in problems if p.index == i]} for i in bad
-        ])
-    else:
-        rejects_path.unlink(missing_ok=True)  # a stale file would claim rejects that no longer exist
-    stats = split_stats(labels, train, evaluation, [lengths[i] for i in good], len(bad))
-    stats_path = recipe.train_file.parent / "stats.json"
-    stats_path.write_text(json.dumps(stats, indent=2) + "\n")
+    def rows(positions: Sequence[int]) -> str:
+        chosen = [records[good[p]] for p in positions]
+        return "".join(json.dumps(training_row(r["query"], answer_text(r["data"], schema), prompt),
+                                  ensure_ascii=False) + "\n" for r in chosen)
+
+    stats = {
+        **split_stats(labels, train, evaluation, [lengths[i] for i in good], len(bad)),
+        "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "inputs": {name: {"path": shown(config.path(name)), "sha256": sha256_file(config.path(name))}
+                   for name in ("raw_data", "schema_path", "system_prompt")},
+        "recipe": shown(recipe.path),
+        "config": config.as_record(),
+    }
+    with replaced_directory(data_dir) as staging:
+        (staging / recipe.train_file.name).write_text(rows(train), encoding="utf-8")
+        (staging / recipe.eval_file.name).write_text(rows(evaluation), encoding="utf-8")
+        if args.write_rejects and bad:
+            (staging / "rejects.jsonl").write_text("".join(json.dumps(
+                {"index": i, "record": records[i], "problems": [str(p) for p in problems if p.index == i]},
+                ensure_ascii=False, default=repr) + "\n" for i in bad), encoding="utf-8")
+        (staging / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+
     print(f"{len(records)} records: {stats['train']} train -> {shown(recipe.train_file)}, "
-          f"{stats['eval']} eval -> {shown(recipe.eval_file)}, {len(bad)} rejected")
+          f"{stats['eval']} eval -> {shown(recipe.eval_file)}, {len(bad)} rejected"
+          + (f" -> {shown(data_dir / 'rejects.jsonl')}" if bad else ""))
     print(f"tokens per example (chat template, {recipe.tokenizer}): {stats['tokens_per_example']}"
           f" / sequence_len {recipe.sequence_len}")
-    print(f"{len(stats['labels'])} classes of {pipeline.main_label}; train-only (one example): "
-          f"{stats['train_only_labels'] or 'none'}; details in {shown(stats_path)}")
+    print(f"{len(stats['labels'])} classes of {config.main_label}; train-only (one example): "
+          f"{stats['train_only_labels'] or 'none'}; details in {shown(data_dir / STATS)}")
     return 0
 
 
-def _has_pointer(data: Any, pointer: str) -> bool:
-    try:
-        resolve_pointer(data, pointer)
-    except (KeyError, IndexError, ValueError, TypeError):
-        return False
-    return True
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

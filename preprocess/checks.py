@@ -7,10 +7,12 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
+
+from contract.records import strictness_problems
+from contract.schema import has_pointer
 
 REQUIRED_KEYS = ("query", "data")
 
@@ -25,36 +27,19 @@ class Problem:
         return f"record {self.index}: [{self.kind}] {self.message}"
 
 
-class DataFileError(ValueError):
-    """The file as a whole is unusable (not JSON, not an array): no per-record report is possible."""
-
-
-def load_records(path: Path) -> list[Any]:
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataFileError(f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from err
-    if not isinstance(records, list):
-        raise DataFileError(f"{path}: must be a JSON array of records, found a JSON {type(records).__name__}")
-    return records
-
-
-def schema_validator(schema: dict) -> Draft202012Validator:
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
-
-
 def schema_errors(data: Any, validator: Draft202012Validator) -> list[str]:
     """Each failure as 'JSON pointer: message', in a stable order."""
     errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     return [f"{'/' + '/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
 
 
-def shape_problems(index: int, record: Any, validator: Draft202012Validator) -> list[Problem]:
+def shape_problems(index: int, record: Any, validator: Draft202012Validator, main_label: str) -> list[Problem]:
     if not isinstance(record, dict):
         return [Problem(index, "shape", f"must be an object with keys {list(REQUIRED_KEYS)}, found {record!r:.80}")]
     problems = []
+    for message in strictness_problems(record):
+        kind = "duplicate-key" if "given twice" in message else "non-finite"
+        problems.append(Problem(index, kind, message))
     missing = [key for key in REQUIRED_KEYS if key not in record]
     extra = sorted(set(record) - set(REQUIRED_KEYS))
     if missing:
@@ -65,7 +50,10 @@ def shape_problems(index: int, record: Any, validator: Draft202012Validator) -> 
     if "query" in record and (not isinstance(query, str) or not query.strip()):
         problems.append(Problem(index, "empty-query", f"query must be a non-empty string, found {query!r}"))
     if "data" in record:
-        problems += [Problem(index, "schema", message) for message in schema_errors(record["data"], validator)]
+        errors = schema_errors(record["data"], validator)
+        problems += [Problem(index, "schema", message) for message in errors]
+        if not errors and not has_pointer(record["data"], main_label):
+            problems.append(Problem(index, "main-label", f"data has no {main_label} (pipeline.yaml main_label)"))
     return problems
 
 
@@ -90,28 +78,28 @@ def duplicate_problems(records: Mapping[int, dict]) -> list[Problem]:
     return problems
 
 
-def length_problems(lengths: Sequence[int], indices: Sequence[int], sequence_len: int) -> list[Problem]:
+def length_problems(lengths: Mapping[int, int], sequence_len: int) -> list[Problem]:
     return [
         Problem(i, "too-long", f"{n} tokens with the chat template, over sequence_len {sequence_len} "
                 "(Axolotl would drop or truncate it)")
-        for i, n in zip(indices, lengths, strict=True)
+        for i, n in lengths.items()
         if n > sequence_len
     ]
 
 
 def check_records(
     records: Sequence[Any],
-    schema: dict,
+    validator: Draft202012Validator,
+    main_label: str,
     sequence_len: int,
-    token_length: Callable[[dict], int],
+    token_lengths: Callable[[list[dict]], list[int]],
 ) -> tuple[list[Problem], dict[int, int]]:
     """All problems of all records, and the rendered token length of each well-formed record."""
-    validator = schema_validator(schema)
     problems: list[Problem] = []
     for index, record in enumerate(records):
-        problems += shape_problems(index, record, validator)
+        problems += shape_problems(index, record, validator, main_label)
     well_formed = sorted(set(range(len(records))) - {p.index for p in problems})
     problems += duplicate_problems({i: records[i] for i in well_formed})
-    lengths = {i: token_length(records[i]) for i in well_formed}
-    problems += length_problems(list(lengths.values()), list(lengths), sequence_len)
+    lengths = dict(zip(well_formed, token_lengths([records[i] for i in well_formed]), strict=True))
+    problems += length_problems(lengths, sequence_len)
     return sorted(problems, key=lambda p: (p.index, p.kind)), lengths

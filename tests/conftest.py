@@ -1,5 +1,5 @@
 """Shared fixtures: the real Gemma 3 270M directory, a tiny random Gemma 3 with the real tokenizer, and
-helpers that write a pipeline/recipe pair pointing into a temporary directory."""
+helpers that write a pipeline/recipe pair reading and writing only inside a temporary directory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from preprocess.config import OFFLINE_ENV, REPO_ROOT
+from contract.config import OFFLINE_ENV, REPO_ROOT
 
 # Before anything imports huggingface_hub / axolotl: no hub, no telemetry, in every test.
 os.environ.update({**OFFLINE_ENV, "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
@@ -17,23 +17,27 @@ os.environ.update({**OFFLINE_ENV, "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFL
 import pytest
 import yaml
 
+from training.recipes import load_recipe, recipe_variant
+
 RECIPE_270M = REPO_ROOT / "axolotl_configs/gemma3-270m-lora.yaml"
 RECIPE_27B = REPO_ROOT / "axolotl_configs/gemma3-27b-qlora.yaml"
+END_OF_TURN_ID = 106  # Gemma 3's <end_of_turn>
 
 
 @pytest.fixture(scope="session")
-def base_model_dir() -> Path:
-    """models/gemma-3-270m, built once from the PyPI GGUF if missing (~75 s)."""
-    from preprocess.base_model import COMPLETE_MARKER, DEFAULT_OUT, build
+def base_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Gemma 3 270M directory `make base-model` builds; if it has not been built, built once for this
+    session in a temporary directory (~75 s)."""
+    from training.base_model import COMPLETE_MARKER, DEFAULT_OUT, build
 
-    if not (DEFAULT_OUT / COMPLETE_MARKER).exists():
-        build(DEFAULT_OUT)
-    return DEFAULT_OUT
+    if (DEFAULT_OUT / COMPLETE_MARKER).exists():
+        return DEFAULT_OUT
+    return build(tmp_path_factory.mktemp("models") / "gemma-3-270m")
 
 
 @pytest.fixture(scope="session")
 def tokenizer(base_model_dir: Path):
-    from preprocess.tokenizer import load_tokenizer
+    from contract.tokenizer import load_tokenizer
 
     return load_tokenizer(base_model_dir)
 
@@ -53,7 +57,7 @@ def tiny_gemma3(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
         pad_token_id=0, bos_token_id=2, eos_token_id=1,
     )
     model = Gemma3ForCausalLM(config).to(torch.bfloat16)
-    model.generation_config = GenerationConfig(eos_token_id=[1, 106], pad_token_id=0, bos_token_id=2)
+    model.generation_config = GenerationConfig(eos_token_id=[1, END_OF_TURN_ID], pad_token_id=0, bos_token_id=2)
     out = tmp_path_factory.mktemp("tiny-gemma3")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -70,37 +74,32 @@ def sample_records() -> list[dict]:
     return json.loads((REPO_ROOT / "data/raw_data.json").read_text())
 
 
-def write_project(tmp: Path, records: list | str, *, recipe: Path = RECIPE_270M, tokenizer: Path | None = None,
-                  overrides: dict | None = None) -> tuple[Path, Path]:
-    """A pipeline.yaml + recipe pair that read `records` and write under `tmp/processed`."""
+def write_project(tmp: Path, records: list | str, model: Path, *, recipe: Path = RECIPE_270M,
+                  overrides: dict | None = None, settings: dict | None = None) -> tuple[Path, Path]:
+    """A pipeline.yaml + recipe pair that read `records`, train `model` and write only under `tmp`."""
     raw = tmp / "raw_data.json"
     raw.write_text(records if isinstance(records, str) else json.dumps(records))
+    config = tmp / "recipe.yaml"
+    variant = recipe_variant(load_recipe(recipe), {"base_model": str(model), **(overrides or {})})
+    variant["datasets"] = [{**variant["datasets"][0], "path": str(tmp / "processed/train.jsonl")}]
+    variant["test_datasets"] = [{**variant["test_datasets"][0], "path": str(tmp / "processed/eval.jsonl")}]
+    variant["output_dir"], variant["dataset_prepared_path"] = str(tmp / "out"), str(tmp / "prepared")
+    config.write_text(yaml.safe_dump(variant, sort_keys=False))
     pipeline = tmp / "pipeline.yaml"
     pipeline.write_text(yaml.safe_dump({
-        "raw_data": str(raw),
-        "schema": str(REPO_ROOT / "data/schema.json"),
-        "system_prompt": str(REPO_ROOT / "data/system_prompt.txt"),
-        "main_label": "/intent",
-        "eval_fraction": 0.1,
-        "seed": 42,
+        "recipe": str(config), "raw_data": str(raw), "schema": str(REPO_ROOT / "data/schema.json"),
+        "system_prompt": str(REPO_ROOT / "data/system_prompt.txt"), "main_label": "/intent",
+        "eval_fraction": 0.1, "seed": 42, "eval": {"reports_dir": str(tmp / "reports")}, **(settings or {}),
     }))
-    cfg = yaml.safe_load(recipe.read_text())
-    cfg["datasets"][0]["path"] = str(tmp / "processed/train.jsonl")
-    cfg["test_datasets"][0]["path"] = str(tmp / "processed/eval.jsonl")
-    cfg["output_dir"] = str(tmp / "out")
-    cfg["dataset_prepared_path"] = str(tmp / "prepared")
-    if tokenizer is not None:
-        cfg["base_model"] = str(tokenizer)
-    cfg.update(overrides or {})
-    config = tmp / "recipe.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return pipeline, config
 
 
-def make(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    """Run a Makefile target exactly as the README does; fail with the tail of its output."""
+def make(*args: str, timeout: int = 1800, ok: bool = True) -> subprocess.CompletedProcess:
+    """Run a Makefile target exactly as the README does; by default fail with the tail of its output."""
     result = subprocess.run(["make", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"make {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+    if ok:
+        assert result.returncode == 0, \
+            f"make {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
     return result
 
 
@@ -118,8 +117,15 @@ class Project:
     def processed(self) -> Path:
         return self.root / "processed"
 
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
     def make_args(self) -> list[str]:
         return [f"CONFIG={self.config}", f"PIPELINE={self.pipeline}"]
+
+    def stage_args(self) -> list[str]:
+        return ["--pipeline", str(self.pipeline), "--config", str(self.config)]
 
 
 TINY_TRAINING = {
@@ -131,11 +137,9 @@ TINY_TRAINING = {
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, sample_records: list, tiny_gemma3: Path,
-             base_model_dir: Path) -> Project:
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, sample_records: list, tiny_gemma3: Path) -> Project:
     """`make train` of the 270M recipe on the tiny model and 240 sample records (~2 min on 2 cores)."""
     root = tmp_path_factory.mktemp("tiny-run")
-    pipeline, config = write_project(root, sample_records[:240], tokenizer=tiny_gemma3, overrides=TINY_TRAINING)
-    project = Project(root, pipeline, config)
+    project = Project(root, *write_project(root, sample_records[:240], tiny_gemma3, overrides=TINY_TRAINING))
     make("train", *project.make_args())
     return project

@@ -9,40 +9,44 @@ from pathlib import Path
 
 import pytest
 
+from contract.config import load_config
+from contract.errors import run_cli
+from contract.prompt import answer_text, system_prompt
+from contract.rows import read_rows, training_row
 from preprocess.__main__ import main
-from preprocess.prompt import load_system_prompt, training_messages
 from preprocess.split import stratified_split
-from tests.conftest import REPO_ROOT, write_project
+from tests.conftest import write_project
 
 GOOD = {"query": "wake me up at seven am", "data": {"scenario": "alarm", "intent": "alarm_set",
                                                     "entities": [{"type": "time", "value": "seven am"}]}}
 
 
-def run(tmp: Path, records, *extra: str, **project) -> tuple[int, str]:
-    pipeline, config = write_project(tmp, records, **project)
-    return main(["--config", str(config), "--pipeline", str(pipeline), *extra]), str(tmp / "processed")
+def run(tmp: Path, records, model: Path, *extra: str) -> tuple[int, Path]:
+    pipeline, _ = write_project(tmp, records, model)
+    return run_cli(main, ["--pipeline", str(pipeline), *extra]), tmp / "processed"
 
 
 def test_sample_becomes_train_and_eval_chat_jsonl(tmp_path, sample_records, base_model_dir) -> None:
-    status, out = run(tmp_path, sample_records)
+    status, out = run(tmp_path, sample_records, base_model_dir)
     assert status == 0
-    train = [json.loads(line) for line in Path(out, "train.jsonl").read_text().splitlines()]
-    evaluation = [json.loads(line) for line in Path(out, "eval.jsonl").read_text().splitlines()]
+    train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    evaluation = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert len(train) + len(evaluation) == len(sample_records)
     first = train[0]["messages"]
     assert [m["role"] for m in first] == ["system", "user", "assistant"]
     assert first[2]["content"] == json.dumps(json.loads(first[2]["content"]), separators=(",", ":"))
     prompts = {row["messages"][0]["content"] for row in train + evaluation}
-    assert prompts == {load_system_prompt(REPO_ROOT / "data/system_prompt.txt", REPO_ROOT / "data/schema.json")}
-    stats = json.loads(Path(out, "stats.json").read_text())
+    assert prompts == {system_prompt(load_config(tmp_path / "pipeline.yaml"))}
+    stats = json.loads((out / "stats.json").read_text())
     assert stats["tokens_per_example"]["max"] <= 1024 and stats["rejected"] == 0
+    assert stats["inputs"]["raw_data"]["sha256"] and stats["config"]["main_label"] == "/intent"
 
 
 def test_same_input_and_seed_give_byte_identical_files(tmp_path, sample_records, base_model_dir) -> None:
     outputs = []
     for attempt in ("a", "b"):
         (tmp_path / attempt).mkdir()
-        run(tmp_path / attempt, sample_records)
+        run(tmp_path / attempt, sample_records, base_model_dir)
         outputs.append([(tmp_path / attempt / "processed" / f).read_bytes() for f in ("train.jsonl", "eval.jsonl")])
     assert outputs[0] == outputs[1]
 
@@ -61,19 +65,6 @@ def test_split_is_stratified_every_class_of_two_or_more_in_both_splits(sample_re
 def test_split_changes_with_the_seed(sample_records) -> None:
     labels = [r["data"]["intent"] for r in sample_records]
     assert stratified_split(labels, 0.1, seed=1)[1] != stratified_split(labels, 0.1, seed=2)[1]
-
-
-def test_file_that_is_not_json_names_line_and_column(tmp_path, capsys, base_model_dir) -> None:
-    status, out = run(tmp_path, '[\n{"query": "hi", "data": {}},\n{"query": oops}\n]')
-    assert status == 1
-    assert "not valid JSON: Expecting value at line 3, column 11" in capsys.readouterr().err
-    assert not Path(out).exists()
-
-
-def test_file_that_is_not_an_array_is_rejected(tmp_path, capsys, base_model_dir) -> None:
-    status, _ = run(tmp_path, json.dumps(GOOD))
-    assert status == 1
-    assert "must be a JSON array of records, found a JSON dict" in capsys.readouterr().err
 
 
 BAD_RECORDS = [
@@ -97,26 +88,27 @@ BAD_RECORDS = [
 @pytest.mark.parametrize(("bad", "message"), BAD_RECORDS, ids=[m.split("]")[0].split("[")[1] + f"-{i}"
                                                                for i, (_, m) in enumerate(BAD_RECORDS)])
 def test_each_kind_of_bad_record_is_named_and_nothing_is_written(tmp_path, capsys, base_model_dir, bad, message):
-    status, out = run(tmp_path, [GOOD, bad])
+    status, out = run(tmp_path, [GOOD, bad], base_model_dir)
     err = capsys.readouterr().err
     assert status == 1
     assert message in err
-    assert "nothing written" in err and not Path(out, "train.jsonl").exists()
+    assert "nothing written" in err and not (out / "train.jsonl").exists()
 
 
-def test_too_long_reports_the_real_chat_template_token_count(tmp_path, capsys, tokenizer, schema) -> None:
+def test_too_long_reports_the_real_chat_template_token_count(tmp_path, capsys, tokenizer, schema,
+                                                             base_model_dir) -> None:
     long_record = {**GOOD, "query": "wake me " * 600}
-    assert run(tmp_path, [GOOD, long_record])[0] == 1
-    system_prompt = load_system_prompt(REPO_ROOT / "data/system_prompt.txt", REPO_ROOT / "data/schema.json")
-    messages = training_messages(long_record["query"], long_record["data"], system_prompt, schema)
-    expected = len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
+    assert run(tmp_path, [GOOD, long_record], base_model_dir)[0] == 1
+    prompt = system_prompt(load_config(tmp_path / "pipeline.yaml"))
+    row = training_row(long_record["query"], answer_text(long_record["data"], schema), prompt)
+    expected = len(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=False))
     assert f"record 1: [too-long] {expected} tokens with the chat template, over sequence_len 1024" \
         in capsys.readouterr().err
 
 
 def test_a_corrupted_file_gets_one_message_per_bad_record(tmp_path, capsys, sample_records, base_model_dir) -> None:
     records = [GOOD, *sample_records[:49]] + [bad for bad, _ in BAD_RECORDS]  # bad ones at 50..58
-    status, _ = run(tmp_path, records)
+    status, _ = run(tmp_path, records, base_model_dir)
     err = capsys.readouterr().err
     flagged = Counter(int(line.split(":")[0].split()[1]) for line in err.splitlines() if line.startswith("record "))
     assert status == 1
@@ -125,12 +117,12 @@ def test_a_corrupted_file_gets_one_message_per_bad_record(tmp_path, capsys, samp
     assert "10 of 59 records have problems (10 in all)" in err
 
 
-def test_write_rejects_sets_bad_records_aside_with_reasons(tmp_path, capsys, sample_records, base_model_dir) -> None:
+def test_write_rejects_sets_bad_records_aside_with_reasons(tmp_path, sample_records, base_model_dir) -> None:
     bad = {**GOOD, "query": "  "}
-    status, out = run(tmp_path, [*sample_records[:30], bad], "--write-rejects")
+    status, out = run(tmp_path, [*sample_records[:30], bad], base_model_dir, "--write-rejects")
     assert status == 0
-    rejects = [json.loads(line) for line in Path(out, "rejects.jsonl").read_text().splitlines()]
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert rejects == [{"index": 30, "record": bad,
                         "problems": ["record 30: [empty-query] query must be a non-empty string, found '  '"]}]
-    kept = sum(1 for f in ("train.jsonl", "eval.jsonl") for _ in Path(out, f).read_text().splitlines())
+    kept = sum(len(read_rows((out / f).read_text())) for f in ("train.jsonl", "eval.jsonl"))
     assert kept == 30

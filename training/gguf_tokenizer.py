@@ -1,4 +1,4 @@
-"""Gemma 3's tokenizer: loading it offline, and rebuilding it correctly from a GGUF file.
+"""Gemma 3's tokenizer, rebuilt correctly from a GGUF file.
 
 transformers' own GGUF tokenizer conversion gives Gemma 3 a Unigram model ("Hello world" ->
 Hello|▁w|or|ld, and no <bos>). Gemma 3 is BPE with byte fallback: we rebuild that from the GGUF's own
@@ -10,24 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenizers import AddedToken
-from transformers import AutoTokenizer, GemmaTokenizer, PreTrainedTokenizerBase
+from transformers import GemmaTokenizer
 from transformers.tokenization_utils_base import generate_merges
 
 # sentencepiece / GGUF piece types
 CONTROL, USER_DEFINED = 3, 4
 # Gemma 3's chat template is the one Axolotl registers as `gemma3` (identical to the -it checkpoints').
 CHAT_TEMPLATE_NAME = "gemma3"
-
-
-def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
-    try:
-        return AutoTokenizer.from_pretrained(str(name_or_path))
-    except OSError as err:
-        raise SystemExit(
-            f"cannot load the tokenizer {name_or_path!s} offline ({err.__class__.__name__}). "
-            "Run `make base-model` for the embedded Gemma 3 270M, or pass --tokenizer with a local "
-            "Gemma 3 model directory (all Gemma 3 sizes share one tokenizer)."
-        ) from err
 
 
 def gemma3_chat_template() -> str:

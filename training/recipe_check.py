@@ -2,9 +2,10 @@
 
 Axolotl accepts an unknown top-level key (`lora_rr`), a misspelt dataset key (`field_mesages`), a
 duplicated YAML key (the last one wins) and `roles_to_train: [assistnt]` (zero trained tokens, a warning).
-Each of these would train something other than what the recipe says, so each is an error here.
+Each of these would train something other than what the recipe says, so each is an error here; all the
+problems of a file are reported at once.
 
-    python -m preprocess.recipe_check axolotl_configs/gemma3-27b-qlora.yaml
+    python -m training.recipe_check axolotl_configs/gemma3-27b-qlora.yaml
 """
 
 from __future__ import annotations
@@ -16,29 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from contract.config import load_yaml, shown
+from contract.errors import UserError
+from contract.rows import END_OF_TURN
 
 # Our data has one assistant turn per example; training any other role would train on the prompt.
 ROLES_TO_TRAIN = ["assistant"]
 # Stops a run at the first NaN/inf and avoids the cuDNN attention bug that causes it (training/plugin.py).
 GUARDS_PLUGIN = "training.plugin.GuardsPlugin"
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key `{key}` (first at line {seen[key]}, again at line "
-                    f"{key_node.start_mark.line + 1}); YAML would silently keep the last one", key_node.start_mark)
-            seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_recipe(path: Path) -> dict:
-    return yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
 
 
 def _field_names(model: Any) -> set[str]:
@@ -83,31 +69,42 @@ def recipe_problems(recipe: dict) -> list[str]:
     if GUARDS_PLUGIN not in (recipe.get("plugins") or []):
         problems.append(f"plugins must include {GUARDS_PLUGIN}: without it a run that goes NaN trains on and saves "
                         "a broken model")
-    if recipe.get("eot_tokens") != ["<end_of_turn>"]:
-        problems.append("eot_tokens must be ['<end_of_turn>'] or the model never learns to stop")
+    if recipe.get("eot_tokens") != [END_OF_TURN]:
+        problems.append(f"eot_tokens must be ['{END_OF_TURN}'] or the model never learns to stop")
     return problems
 
 
-def check(path: Path) -> list[str]:
-    """Our checks, then Axolotl's own validation (types, values, incompatible options)."""
+def axolotl_problems(recipe: dict) -> list[str]:
+    """Axolotl's own validation: types, values, incompatible options."""
     from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
 
-    try:
-        recipe = load_recipe(path)
-    except yaml.YAMLError as err:
-        return [f"{path}: {err}"]
-    problems = recipe_problems(recipe)
-    if not problems:
-        if recipe.get("plugins"):
-            from axolotl.cli.config import prepare_plugins
+    if recipe.get("plugins"):
+        from axolotl.cli.config import prepare_plugins
 
-            prepare_plugins(DictDefault(recipe))
         try:
-            validate_config(DictDefault(recipe))
-        except ValueError as err:  # pydantic's ValidationError is a ValueError
-            problems.append(f"Axolotl rejects it: {err}")
-    return [f"{path}: {problem}" for problem in problems]
+            prepare_plugins(DictDefault(recipe))
+        except (ImportError, AttributeError) as err:
+            return [f"a plugin cannot be loaded: {err}"]
+    try:
+        validate_config(DictDefault(recipe))
+    except ValueError as err:  # pydantic's ValidationError is a ValueError
+        return [f"Axolotl rejects it: {err}"]
+    return []
+
+
+def check(path: Path) -> list[str]:
+    """Every problem of the file: duplicated keys, our checks, Axolotl's validation."""
+    try:
+        recipe, duplicates = load_yaml(path)
+    except UserError as err:
+        return [str(err)]
+    if not isinstance(recipe, dict):
+        return [f"{shown(Path(path))}: a recipe is a mapping of Axolotl settings"]
+    problems = [f"duplicate key `{key}` (again at line {line}); YAML would silently keep the last one"
+                for key, line in duplicates]
+    problems += recipe_problems(recipe) + axolotl_problems(recipe)
+    return [f"{shown(Path(path))}: {problem}" for problem in problems]
 
 
 def main() -> int:

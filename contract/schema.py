@@ -1,0 +1,188 @@
+"""The one walker of the user's JSON Schema. The answer's key order (what the model learns to write), the
+decoding bounds (what constrained decoding allows) and the scored fields (what evaluation measures) all come
+from here, with local `$ref`/`$defs` resolved and nested objects followed.
+
+The annotation `"x-copy-from-query": true` on a string property says its value is copied from the query;
+validators ignore unknown keywords, and grounded decoding (evaluation/constraints.py) enforces it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError as JsonSchemaError
+
+from contract.config import shown
+from contract.errors import UserError
+
+COPY_FROM_QUERY = "x-copy-from-query"
+SCALAR_TYPES = ("string", "integer", "number", "boolean")
+
+
+def load_schema(path: Path) -> dict:
+    """The schema file, checked up front: present, JSON, a valid draft 2020-12 schema of an object."""
+    where = shown(Path(path))
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise UserError(f"{where}: no such file (the `schema` setting in pipeline.yaml)") from err
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{where}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from err
+    try:
+        Draft202012Validator.check_schema(schema)
+    except JsonSchemaError as err:
+        pointer = "/" + "/".join(map(str, err.absolute_path))
+        raise UserError(f"{where}: not a valid JSON Schema at {pointer}: {err.message}") from err
+    if resolve_ref(schema, schema).get("type") != "object":
+        raise UserError(f"{where}: the top level must be `\"type\": \"object\"` (each answer is one JSON object)")
+    for pointer, node in walk(schema):
+        if any(key in node for key in ("oneOf", "anyOf", "allOf")) and "properties" not in node:
+            raise UserError(f"{where}: {pointer or '/'} uses oneOf/anyOf/allOf, which answers cannot be ordered "
+                            "or scored by; use one object with optional properties instead")
+    return schema
+
+
+def validator(schema: dict) -> Draft202012Validator:
+    return Draft202012Validator(schema)
+
+
+def resolve_ref(root: dict, node: Any) -> Any:
+    """Follow local `$ref`s ("#/$defs/Entity") until a node without one; anything else is a UserError."""
+    seen = set()
+    while isinstance(node, dict) and "$ref" in node:
+        ref = node["$ref"]
+        if not ref.startswith("#") or ref in seen:
+            raise UserError(f"schema: `$ref: {ref}` is not a local reference (#/$defs/...) or is circular")
+        seen.add(ref)
+        node = resolve_pointer(root, ref[1:])
+    return node
+
+
+def resolve_pointer(document: Any, pointer: str) -> Any:
+    """RFC 6901 lookup ("/intent", "/entities/0/type"); KeyError/IndexError/TypeError where there is none."""
+    value = document
+    for raw in pointer.split("/")[1:] if pointer not in ("", "/") else []:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
+
+
+def has_pointer(document: Any, pointer: str) -> bool:
+    try:
+        resolve_pointer(document, pointer)
+    except (KeyError, IndexError, ValueError, TypeError):
+        return False
+    return True
+
+
+def properties(root: dict, node: Any) -> dict[str, Any]:
+    """An object node's properties, each with its `$ref` resolved."""
+    node = resolve_ref(root, node)
+    return {key: resolve_ref(root, spec) for key, spec in (node.get("properties") or {}).items()} \
+        if isinstance(node, dict) else {}
+
+
+def items(root: dict, node: Any) -> Any:
+    node = resolve_ref(root, node)
+    return resolve_ref(root, node.get("items", {})) if isinstance(node, dict) else {}
+
+
+def kind(node: Any) -> str:
+    """object, array, label (a closed or scalar value) or other."""
+    if not isinstance(node, dict):
+        return "other"
+    if node.get("type") == "object" or "properties" in node:
+        return "object"
+    if node.get("type") == "array":
+        return "array"
+    if "enum" in node or "const" in node or node.get("type") in SCALAR_TYPES:
+        return "label"
+    return "other"
+
+
+def walk(root: dict, node: Any = None, pointer: str = "") -> Iterator[tuple[str, dict]]:
+    """Every (JSON pointer, resolved node) of the answer's shape; array items appear as `<array>/*`."""
+    node = resolve_ref(root, root if node is None else node)
+    if not isinstance(node, dict):
+        return
+    yield pointer, node
+    for key, spec in properties(root, node).items():
+        yield from walk(root, spec, f"{pointer}/{key}")
+    if kind(node) == "array":
+        yield from walk(root, items(root, node), f"{pointer}/*")
+
+
+def canonical_answer(data: Any, root: dict, node: Any = None) -> Any:
+    """Object keys in the order the schema declares them (undeclared keys after, sorted), recursively.
+    Users' files list keys in whatever order; the model should learn one order."""
+    node = resolve_ref(root, root if node is None else node)
+    if isinstance(data, dict):
+        props = properties(root, node)
+        order = [key for key in props if key in data] + sorted(key for key in data if key not in props)
+        return {key: canonical_answer(data[key], root, props.get(key, {})) for key in order}
+    if isinstance(data, list):
+        return [canonical_answer(item, root, items(root, node)) for item in data]
+    return data
+
+
+@dataclass(frozen=True)
+class ScoredField:
+    pointer: str  # "/intent", "/slots/date", "/entities"
+    kind: str  # "label": accuracy; "list": precision/recall/F1 of its items
+
+    @property
+    def name(self) -> str:
+        return self.pointer.lstrip("/")
+
+
+def scored_fields(root: dict) -> list[ScoredField]:
+    """Leaf values of objects (followed to any depth) are labels scored by accuracy; arrays are lists whose
+    items are matched as wholes (precision/recall/F1). Items inside arrays are not scored separately."""
+    fields = []
+    for pointer, node in walk(root):
+        if "/*" in pointer or not pointer:
+            continue
+        if kind(node) == "label":
+            fields.append(ScoredField(pointer, "label"))
+        elif kind(node) == "array":
+            fields.append(ScoredField(pointer, "list"))
+    return fields
+
+
+def enum_labels(root: dict) -> dict[str, list[Any]]:
+    """Closed label sets by pointer ("/intent", "/entities/*/type"): what a label-list prompt shows."""
+    return {pointer: list(node["enum"]) for pointer, node in walk(root) if "enum" in node}
+
+
+def copy_from_query_pointers(root: dict) -> list[str]:
+    """Properties marked `"x-copy-from-query": true`: free strings whose value is a span of the query."""
+    marked = []
+    for pointer, node in walk(root):
+        if node.get(COPY_FROM_QUERY):
+            if node.get("type") != "string" or "enum" in node:
+                raise UserError(f"schema: {pointer} is marked {COPY_FROM_QUERY} but is not a free string")
+            marked.append(pointer)
+    return marked
+
+
+def bounded_schema(schema: Any, max_string_chars: int, max_items: int) -> Any:
+    """The schema with a length bound on every unbounded free string and array. Anything that satisfies it
+    satisfies the original; without it a constrained model may write one string until the token budget
+    runs out, and a truncated answer is invalid JSON."""
+    if isinstance(schema, list):
+        return [bounded_schema(s, max_string_chars, max_items) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {key: bounded_schema(value, max_string_chars, max_items) for key, value in schema.items()}
+    if schema.get("type") == "string" and "enum" not in schema and "maxLength" not in schema:
+        bounded["maxLength"] = max_string_chars
+    if schema.get("type") == "array" and "maxItems" not in schema:
+        bounded["maxItems"] = max_items
+    return bounded

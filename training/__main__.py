@@ -1,0 +1,89 @@
+"""Train with Axolotl: the recipe (plus CPU settings where there is no GPU, plus your overrides) is written to
+<output_dir>/recipe.yaml, checked, and run with `accelerate launch -m axolotl.cli.train`.
+
+    python -m training [--config <recipe>] [--num-processes 2] [--key=value ...]
+
+<output_dir>/training_state.json says whether the run is running, failed (and why) or complete; merge and
+evaluation refuse an adapter whose run did not complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+import yaml
+
+from contract.config import OFFLINE_ENV, add_stage_arguments, config_from_args, resolve, shown
+from contract.errors import UserError, run_cli
+from contract.outputs import write_json_atomic
+from training.plugin import NON_FINITE_REPORT
+from training.recipe_check import check
+from training.recipes import data_fingerprint, effective_recipe, load_recipe, parse_overrides
+from training.state import STATE
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def launch_command(recipe_file: Path, num_processes: int, on_gpu: bool) -> list[str]:
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
+    if num_processes > 1:
+        command += ["--multi_gpu"] if on_gpu else ["--cpu"]
+    return [*command, "-m", "axolotl.cli.train", str(recipe_file)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_stage_arguments(parser)
+    parser.add_argument("--num-processes", type=int, default=1, help="data-parallel processes (GPUs, or CPU ranks)")
+    parser.add_argument("--dry-run", action="store_true", help="write and check the effective recipe, do not train")
+    parser.add_argument("--preprocess-only", action="store_true",
+                        help="only Axolotl's tokenization and label masking (`axolotl preprocess`), to inspect it")
+    args, rest = parser.parse_known_args(argv)
+    config = config_from_args(args)
+    on_gpu = torch.cuda.is_available()
+    recipe = effective_recipe(load_recipe(config.recipe), parse_overrides(rest), on_gpu)
+    output_dir = resolve(recipe["output_dir"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    recipe_file = output_dir / "recipe.yaml"
+    recipe_file.write_text(f"# effective recipe: {shown(resolve(config.recipe))} + overrides {rest or 'none'}"
+                           f"{'' if on_gpu else ' + CPU settings'}\n" + yaml.safe_dump(recipe, sort_keys=False))
+    if problems := check(recipe_file):
+        raise UserError("the recipe has problems:\n  " + "\n  ".join(problems))
+    if args.dry_run:
+        print(f"ok: {shown(recipe_file)}")
+        return 0
+    if args.preprocess_only:
+        command = [sys.executable, "-m", "axolotl.cli.preprocess", str(recipe_file)]
+        return subprocess.run(command, env={**os.environ, **OFFLINE_ENV}).returncode
+
+    state = {"status": "running", "started": now(), "recipe": shown(recipe_file),
+             "base_recipe": shown(resolve(config.recipe)), "data_sha256": data_fingerprint(recipe),
+             "processes": args.num_processes}
+    write_json_atomic(output_dir / STATE, state)
+    (output_dir / NON_FINITE_REPORT).unlink(missing_ok=True)  # an earlier run's
+    command = launch_command(recipe_file, args.num_processes, on_gpu)
+    print("$ " + " ".join(command), flush=True)
+    result = subprocess.run(command, env={**os.environ, **OFFLINE_ENV})
+    if result.returncode == 0:
+        write_json_atomic(output_dir / STATE, {**state, "status": "complete", "finished": now()})
+        print(f"trained: {shown(output_dir)}")
+        return 0
+    report = output_dir / NON_FINITE_REPORT
+    reason = json.loads(report.read_text())["message"] if report.exists() else \
+        f"Axolotl exited with status {result.returncode}; the log above says why"
+    write_json_atomic(output_dir / STATE, {**state, "status": "failed", "finished": now(), "reason": reason})
+    raise UserError(f"training failed: {reason}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
