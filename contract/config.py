@@ -121,7 +121,8 @@ def _unknown_keys(raw: dict, model: type[BaseModel], prefix: str = "") -> list[s
     for key, value in raw.items():
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
-            problems.append(f"unknown key `{prefix}{key}`" + (f" (did you mean `{prefix}{close[0]}`?)" if close else ""))
+            hint = f" (did you mean `{prefix}{close[0]}`?)" if close else ""
+            problems.append(f"unknown key `{prefix}{key}`{hint}")
         elif isinstance(value, dict) and isinstance(fields[key].annotation, type) \
                 and issubclass(fields[key].annotation, BaseModel):
             problems += _unknown_keys(value, fields[key].annotation, f"{prefix}{key}.")

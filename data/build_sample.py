@@ -73,7 +73,8 @@ def build_schema(records: list[dict]) -> dict:
                     "required": ["type", "value"],
                     "properties": {
                         "type": {"enum": labels(entity_types)},
-                        "value": {"type": "string", "minLength": 1},
+                        # copied from the query (SLURP annotates spans of it): grounded decoding enforces it
+                        "value": {"type": "string", "minLength": 1, "x-copy-from-query": True},
                     },
                 },
             },

@@ -134,7 +134,7 @@ class _Constraint:
         self.batch = xgr.BatchGrammarMatcher()
 
     def mask(self, logits: torch.Tensor, rows: list[int]) -> None:
-        self.batch.batch_fill_next_token_bitmask(self.matchers, self.bitmask, indices=rows)
+        self.batch.batch_fill_next_token_bitmask([self.matchers[i] for i in rows], self.bitmask, indices=rows)
         self.xgr.apply_token_bitmask_inplace(logits, self.bitmask.to(logits.device), vocab_size=self.vocab,
                                              indices=rows)
 

@@ -11,7 +11,7 @@ import yaml
 from bench.extrapolate_27b import FULL_DEPTH, extrapolate
 from bench.gemma27b_geometry import matmul_params
 from bench.sweep_270m import SWEEP_DIR, derived_recipe, load_experiments, subsample
-from preprocess.config import REPO_ROOT
+from contract.config import REPO_ROOT
 
 
 def test_a_full_fine_tune_experiment_drops_every_lora_key_and_writes_only_under_its_own_directory() -> None:

@@ -11,12 +11,13 @@ import pytest
 import yaml
 from datasets import load_from_disk
 
-from preprocess.prompt import load_system_prompt, prompt_token_ids
-from preprocess.recipe_check import check
-from tests.conftest import RECIPE_27B, RECIPE_270M, REPO_ROOT, Project, make, write_project
+from contract.config import load_config
+from contract.prompt import prompt_token_ids, system_prompt
+from contract.rows import read_rows
+from tests.conftest import END_OF_TURN_ID, RECIPE_27B, RECIPE_270M, REPO_ROOT, Project, make, write_project
+from training.recipe_check import check
 
 RECIPES = [RECIPE_270M, RECIPE_27B]
-END_OF_TURN = 106
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
@@ -59,15 +60,14 @@ def axolotl_tokenized(tmp_path_factory, sample_records, base_model_dir) -> tuple
     """Our train/eval JSONL of the whole sample, tokenized and masked by `axolotl preprocess` with the real
     Gemma 3 tokenizer. Returns the prepared datasets keyed by their number of rows."""
     root = tmp_path_factory.mktemp("axolotl-tokenized")
-    pipeline, config = write_project(root, sample_records, overrides={"dataset_num_proc": 1})
-    project = Project(root, pipeline, config)
+    project = Project(root, *write_project(root, sample_records, base_model_dir, overrides={"dataset_num_proc": 1}))
     make("axolotl-preprocess", *project.make_args())
-    prepared = [load_from_disk(str(d)) for d in (root / "prepared").iterdir() if (d / "state.json").exists()]
+    prepared = [load_from_disk(str(d.parent)) for d in (root / "prepared").rglob("state.json")]
     return project, {len(ds): list(zip(ds["input_ids"], ds["labels"], strict=True)) for ds in prepared}
 
 
-def _rows(path: Path) -> list[list[dict]]:
-    return [json.loads(line)["messages"] for line in path.read_text().splitlines()]
+def _rows(path: Path):
+    return read_rows(path.read_text())
 
 
 def _trained(input_ids: list[int], labels: list[int]) -> tuple[int, list[int]]:
@@ -84,7 +84,7 @@ def test_loss_covers_exactly_the_json_answer_and_end_of_turn(axolotl_tokenized, 
     project, prepared = axolotl_tokenized
     rows = _rows(project.processed / f"{split}.jsonl")
     expected = Counter(
-        (*tokenizer(messages[2]["content"], add_special_tokens=False).input_ids, END_OF_TURN) for messages in rows
+        (*tokenizer(example.answer, add_special_tokens=False).input_ids, END_OF_TURN_ID) for example in rows
     )
     actual = Counter(tuple(_trained(ids, labels)[1]) for ids, labels in prepared[len(rows)])
     assert actual == expected
@@ -94,12 +94,12 @@ def test_loss_covers_exactly_the_json_answer_and_end_of_turn(axolotl_tokenized, 
 def test_inference_prompt_ids_equal_the_training_ids_before_the_answer(axolotl_tokenized, tokenizer) -> None:
     project, prepared = axolotl_tokenized
     rows = _rows(project.processed / "eval.jsonl")
-    system_prompt = load_system_prompt(REPO_ROOT / "data/system_prompt.txt", REPO_ROOT / "data/schema.json")
-    inference = Counter(tuple(prompt_token_ids(tokenizer, m[1]["content"], system_prompt)) for m in rows)
+    prompt = system_prompt(load_config(project.pipeline))
+    inference = Counter(tuple(prompt_token_ids(tokenizer, e.query, prompt)) for e in rows)
     training = Counter(tuple(ids[: _trained(ids, labels)[0]]) for ids, labels in prepared[len(rows)])
     assert training == inference
     # ...and the check has teeth: one changed character in the system prompt breaks it
-    drifted = Counter(tuple(prompt_token_ids(tokenizer, m[1]["content"], system_prompt + " ")) for m in rows)
+    drifted = Counter(tuple(prompt_token_ids(tokenizer, e.query, prompt + " ")) for e in rows)
     assert training != drifted
 
 
@@ -115,3 +115,26 @@ def test_short_training_run_lowers_the_loss_and_saves_a_loadable_adapter(tiny_ru
     lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: non-zero means it trained
     assert yaml.safe_load(tiny_run.config.read_text())["output_dir"] == str(tiny_run.output_dir)
+
+
+@pytest.mark.axolotl
+def test_a_finished_run_records_its_effective_recipe_and_its_completion(tiny_run: Project) -> None:
+    state = json.loads((tiny_run.output_dir / "training_state.json").read_text())
+    assert state["status"] == "complete"
+    effective = yaml.safe_load((tiny_run.output_dir / "recipe.yaml").read_text())
+    assert effective["max_steps"] == 6 and effective["bf16"] is False  # the override, and the CPU settings
+    # Axolotl keys its tokenized cache by file path; ours adds the data's content hash
+    assert effective["dataset_prepared_path"] == f"{tiny_run.root}/prepared/{state['data_sha256'][:16]}"
+
+
+def test_new_data_under_the_same_path_gets_a_new_tokenized_cache(tmp_path: Path) -> None:
+    from training.recipes import effective_recipe, load_recipe, recipe_variant
+
+    recipe = recipe_variant(load_recipe(RECIPE_270M), workdir=tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/eval.jsonl").write_text("{}\n")
+    (tmp_path / "data/train.jsonl").write_text('{"a": 1}\n')
+    first = effective_recipe(recipe, {}, on_gpu=False)["dataset_prepared_path"]
+    (tmp_path / "data/train.jsonl").write_text('{"a": 2}\n')
+    second = effective_recipe(recipe, {}, on_gpu=False)["dataset_prepared_path"]
+    assert first != second and first.startswith(f"{tmp_path}/prepared/")

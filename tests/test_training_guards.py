@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, TINY_TRAINING, Project, write_project
+from tests.conftest import TINY_TRAINING, Project, make, write_project
 from training.plugin import NON_FINITE_REPORT, decide_cudnn_sdpa, non_finite_values
 
 CASES = [
@@ -55,14 +54,13 @@ def nan_gemma3(tmp_path_factory, tiny_gemma3: Path) -> Path:
 @pytest.mark.axolotl
 def test_make_train_stops_at_the_first_non_finite_step_and_saves_no_model(tmp_path, sample_records, nan_gemma3) -> None:
     no_eval = {**TINY_TRAINING, "eval_steps": None, "evals_per_epoch": 0}  # the training loss is what is checked
-    pipeline, config = write_project(tmp_path, sample_records[:64], tokenizer=nan_gemma3, overrides=no_eval)
-    project = Project(tmp_path, pipeline, config)
-    result = subprocess.run(["make", "train", *project.make_args()], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=1200)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output[-3000:]
-    assert "training stopped at step 1: loss = nan" in output
+    project = Project(tmp_path, *write_project(tmp_path, sample_records[:64], nan_gemma3, overrides=no_eval))
+    result = make("train", *project.make_args(), ok=False, timeout=1200)
+    assert result.returncode != 0, (result.stdout + result.stderr)[-3000:]
+    assert "error: training failed: training stopped at step 1: loss = nan" in result.stderr
     report = json.loads((project.output_dir / NON_FINITE_REPORT).read_text())
     assert report["step"] == 1 and report["values"]["loss"] == "nan"
+    state = json.loads((project.output_dir / "training_state.json").read_text())
+    assert state["status"] == "failed" and "loss = nan" in state["reason"]
     assert not (project.output_dir / "adapter_model.safetensors").exists()
     assert not list(project.output_dir.glob("checkpoint-*"))

@@ -1,0 +1,77 @@
+"""Decoding: the shared prompt prefix computed once gives exactly the answers of each prompt decoded alone
+(checked against transformers' own generate), and grounded decoding only ever writes spans of the query."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig
+
+from contract.config import load_config
+from contract.prompt import prompt_token_ids, system_prompt
+from contract.rows import stop_token_ids
+from evaluation.constraints import SchemaGrammar, query_spans
+from evaluation.decoding import Decoder, shared_prefix_length
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer, sample_records) -> tuple[list[str], list[list[int]]]:
+    prompt = system_prompt(load_config(REPO_ROOT / "pipeline.yaml"))
+    queries = [r["query"] for r in sample_records[:7]]
+    return queries, [prompt_token_ids(tokenizer, q, prompt) for q in queries]
+
+
+def tiny(tokenizer, window: int) -> Gemma3ForCausalLM:
+    torch.manual_seed(1)
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=window,
+                              layer_types=["sliding_attention", "full_attention"], pad_token_id=0,
+                              bos_token_id=2, eos_token_id=1)
+    return Gemma3ForCausalLM(config).eval()
+
+
+def alone(model, tokenizer, prompt: list[int], max_new: int) -> list[int]:
+    """transformers' generate on one unpadded prompt: the reference."""
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new, do_sample=False,
+                         eos_token_id=stop_token_ids(tokenizer), pad_token_id=0)[0, len(prompt):].tolist()
+    return [t for t in out if t not in stop_token_ids(tokenizer)][:max_new]
+
+
+def test_the_shared_prefix_is_what_every_prompt_starts_with(prompts) -> None:
+    _, ids = prompts
+    length = shared_prefix_length(ids)
+    assert length > 600 and all(p[:length] == ids[0][:length] for p in ids)
+    assert any(p[length] != ids[0][length] for p in ids)
+
+
+@pytest.mark.parametrize("window", [4096, 64], ids=["prefix-cached", "sliding-window-fallback"])
+def test_batched_answers_with_the_prefix_computed_once_equal_each_prompt_alone(tokenizer, prompts, window):
+    model = tiny(tokenizer, window)
+    _, ids = prompts
+    decoder = Decoder(model, tokenizer.pad_token_id, stop_token_ids(tokenizer), max_new_tokens=12,
+                      prefix=ids[0][:shared_prefix_length(ids)])
+    assert (decoder._prefix_for(ids) > 0) == (window == 4096)
+    batched, _ = decoder.decode(ids)
+    assert [d.token_ids for d in batched] == [alone(model, tokenizer, p, 12) for p in ids]
+
+
+def test_grounded_decoding_only_writes_spans_of_the_query(tokenizer, prompts, schema, tiny_gemma3) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma3, dtype=torch.float32).eval()
+    queries, ids = prompts
+    grammar = SchemaGrammar(tokenizer, schema, model.get_output_embeddings().weight.shape[0], max_string_chars=48,
+                            max_items=4, grounded_values=True)
+    decoder = Decoder(model, tokenizer.pad_token_id, stop_token_ids(tokenizer), max_new_tokens=160,
+                      prefix=ids[0][:shared_prefix_length(ids)])
+    decoded, _ = decoder.decode(ids, [grammar.matcher(q) for q in queries])
+    values = 0
+    for query, answer in zip(queries, decoded, strict=True):
+        data = json.loads(tokenizer.decode(answer.token_ids))  # a random model, yet valid JSON
+        for entity in data["entities"]:
+            assert entity["value"] in query_spans(query, 48), (query, entity)
+            values += 1
+    assert values > 0  # the random model did write entities, so the constraint was exercised
