@@ -1,4 +1,5 @@
-"""The Axolotl plugin every recipe lists (`plugins: [training.plugin.GuardsPlugin]`). It keeps a run honest:
+"""The Axolotl plugin every recipe lists (`plugins: [training.plugin.RecipePlugin]`). It keeps a run honest,
+and lets the 270M spend its compute on the answer:
 
 - **cuDNN attention backward.** On Hopper GPUs (sm_90: H100, H200) with cuDNN older than 9.26, PyTorch's
   cuDNN SDPA backward returns NaN in grad_q when an attention mask is passed and the padded length is
@@ -10,6 +11,10 @@
   message naming the step and the value, and a non-zero exit: no final adapter is written as if the run
   had succeeded. The HF Trainer's `logging_nan_inf_filter` (which logs a NaN loss as the running mean, so a
   diverged run looks calm) is switched off.
+- **The output layer only where the loss is** (`loss_positions_only: true`). The loss covers only the answer
+  (~25 of ~130 tokens), yet a causal LM projects every position onto the 262,144-token vocabulary, which is
+  ~60 % of the 270M's FLOPs. In training, the hidden states are gathered at the positions that have a label
+  before the projection; loss and gradients are those of the full computation (tests/test_training_guards.py).
 """
 
 from __future__ import annotations
@@ -20,22 +25,28 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from axolotl.integrations.base import BasePlugin
 from pydantic import BaseModel, Field
-from transformers import TrainerCallback
+from transformers import PreTrainedModel, TrainerCallback
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 # cuDNN >= 9.26 carries the fix (PyTorch PR #196861 upgrades to it "to fix #196678").
 CUDNN_FIXED = 92600
 NON_FINITE_REPORT = "non_finite.json"
 
 
-class GuardsArgs(BaseModel):
+class RecipePluginArgs(BaseModel):
     """Recipe keys this plugin adds."""
 
     cudnn_sdpa: Literal["auto", "enable", "disable"] = Field(
         default="auto",
         json_schema_extra={"description": "cuDNN attention backend for training: auto = off where the "
                            "NaN-gradient bug applies (Hopper GPU, cuDNN < 9.26)"},
+    )
+    loss_positions_only: bool = Field(
+        default=False,
+        json_schema_extra={"description": "in training, run the output layer only at positions with a label"},
     )
 
 
@@ -109,13 +120,46 @@ class NonFiniteGuard(TrainerCallback):
         raise NonFiniteTraining(message)
 
 
-class GuardsPlugin(BasePlugin):
+def loss_positions_forward(model: PreTrainedModel):
+    """A forward for a text *ForCausalLM that, in training, projects only the hidden states whose next-token label
+    is not -100, and computes transformers' causal-LM loss (sum / num_items_in_batch, else mean) from them.
+    In eval mode, or without labels, it is the model's own forward."""
+    original = type(model).forward
+
+    def forward(input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
+                labels=None, use_cache=None, logits_to_keep=0, **kwargs):
+        if labels is None or not model.training:
+            return original(model, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            past_key_values=past_key_values, inputs_embeds=inputs_embeds, labels=labels,
+                            use_cache=use_cache, logits_to_keep=logits_to_keep, **kwargs)
+        outputs = model.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+                              **kwargs)
+        targets = kwargs.get("shift_labels")
+        if targets is None:  # as transformers' ForCausalLMLoss: the label of position t is the token at t + 1
+            targets = F.pad(labels, (0, 1), value=-100)[..., 1:]
+        keep = targets != -100
+        logits = model.lm_head(outputs.last_hidden_state[keep])
+        cap = model.config.final_logit_softcapping
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        count = kwargs.get("num_items_in_batch")
+        loss = F.cross_entropy(logits.float(), targets[keep].to(logits.device),
+                               reduction="mean" if count is None else "sum")
+        if count is not None:
+            loss = loss / (count.to(loss.device) if torch.is_tensor(count) else count)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+
+    return forward
+
+
+class RecipePlugin(BasePlugin):
     def __init__(self) -> None:
         super().__init__()
         self.cudnn_note = "not decided yet"
 
     def get_input_args(self) -> str:
-        return "training.plugin.GuardsArgs"
+        return "training.plugin.RecipePluginArgs"
 
     def pre_model_load(self, cfg) -> None:
         keep, why = decide_cudnn_sdpa(cfg.cudnn_sdpa or "auto", *_device_facts())
@@ -123,6 +167,17 @@ class GuardsPlugin(BasePlugin):
             torch.backends.cuda.enable_cudnn_sdp(keep)
         self.cudnn_note = f"cuDNN SDPA {'on' if keep else 'OFF'}: {why}"
         print(f"[training.plugin] {self.cudnn_note}", flush=True)
+
+    def post_model_load(self, cfg, model) -> None:
+        if not cfg.loss_positions_only:
+            return
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if cfg.liger_fused_linear_cross_entropy or cfg.label_smoothing_factor \
+                or not type(base).__name__.endswith("ForCausalLM"):
+            raise ValueError("loss_positions_only needs a text *ForCausalLM without Liger's fused cross-entropy and "
+                             "without label smoothing (they compute the loss from all logits themselves)")
+        base.forward = loss_positions_forward(base)
+        print("[training.plugin] output layer only at the positions with a label", flush=True)
 
     def get_training_args(self, cfg) -> dict[str, Any]:
         return {"logging_nan_inf_filter": False}

@@ -24,7 +24,7 @@ from contract.rows import END_OF_TURN
 # Our data has one assistant turn per example; training any other role would train on the prompt.
 ROLES_TO_TRAIN = ["assistant"]
 # Stops a run at the first NaN/inf and avoids the cuDNN attention bug that causes it (training/plugin.py).
-GUARDS_PLUGIN = "training.plugin.GuardsPlugin"
+GUARDS_PLUGIN = "training.plugin.RecipePlugin"
 
 
 def _field_names(model: Any) -> set[str]:

@@ -1,5 +1,6 @@
-"""A training run never goes on, nor ends "successfully", with NaN/inf; the cuDNN attention backend is
-switched off exactly where its backward returns NaN (Hopper GPU + cuDNN < 9.26)."""
+"""The recipes' Axolotl plugin: a training run never goes on, nor ends "successfully", with NaN/inf; the cuDNN
+attention backend is switched off exactly where its backward returns NaN (Hopper GPU + cuDNN < 9.26); and the
+output layer run only at labelled positions gives the loss and gradients of the full computation."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_TRAINING, Project, make, write_project
-from training.plugin import NON_FINITE_REPORT, decide_cudnn_sdpa, non_finite_values
+from training.plugin import NON_FINITE_REPORT, decide_cudnn_sdpa, loss_positions_forward, non_finite_values
 
 CASES = [
     # setting, GPU capability, cuDNN version -> keep cuDNN SDPA on?
@@ -64,3 +65,29 @@ def test_make_train_stops_at_the_first_non_finite_step_and_saves_no_model(tmp_pa
     assert state["status"] == "failed" and "loss = nan" in state["reason"]
     assert not (project.output_dir / "adapter_model.safetensors").exists()
     assert not list(project.output_dir.glob("checkpoint-*"))
+
+
+@pytest.mark.parametrize("count", [None, 17], ids=["mean", "sum-over-items"])
+def test_the_output_layer_at_labelled_positions_only_gives_the_full_loss_and_gradients(tiny_gemma3, count) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma3, dtype=torch.float64).train()
+    torch.manual_seed(0)
+    ids = torch.randint(3, 5000, (3, 24))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # a left-padded row
+    labels = ids.clone()
+    labels[:, :14] = -100  # the prompt
+    labels[2, :20] = -100  # a short answer
+    kwargs = {} if count is None else {"num_items_in_batch": torch.tensor(count)}
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    full = model(input_ids=ids, attention_mask=mask, labels=labels, **kwargs).loss
+    full_grads = torch.autograd.grad(full, params)
+    gathered = loss_positions_forward(model)(input_ids=ids, attention_mask=mask, labels=labels, **kwargs)
+    grads = torch.autograd.grad(gathered.loss, params)
+
+    assert gathered.logits.shape[0] == int((labels[:, 1:] != -100).sum())  # projected: labelled positions only
+    assert torch.allclose(gathered.loss, full, rtol=1e-10)
+    assert all(torch.allclose(a, b, rtol=1e-8, atol=1e-12) for a, b in zip(grads, full_grads, strict=True))
