@@ -1,33 +1,40 @@
 """Run the recipe experiments of bench/experiments_270m.yaml: each one is prepared, trained with Axolotl and
 scored by our evaluation, exactly as `make data train eval` would, in outputs/sweep/<name>/. Several run at
-once on one GPU (a 270M model leaves most of an H100 idle). Prints a markdown table; writes it with the raw
-numbers to --log-dir.
+once on one GPU (a 270M model leaves most of an H100 idle). Prints a table; writes it, the raw numbers and each
+run's settings to --log-dir.
 
-    python -m bench.sweep_270m --parallel 3 [names...]
+    python -m bench.sweep_270m --parallel 6 [names...]
+
+Selection without peeking: with `select_on: dev` (the default) an experiment trains on the train split minus a
+stratified tenth of it (dev) and is scored on dev; only the winner is then judged on the eval split.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import yaml
+from tabulate import tabulate
 
-from preprocess.config import OFFLINE_ENV, REPO_ROOT
+from contract.config import OFFLINE_ENV, REPO_ROOT, resolve
+from contract.rows import read_rows
+from contract.schema import resolve_pointer
+from preprocess.split import stratified_split
+from training.recipes import load_recipe, recipe_variant
 
 SWEEP_DIR = REPO_ROOT / "outputs/sweep"
-METRICS = ("json_valid", "schema_valid", "exact_match")
+DEV_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -35,149 +42,170 @@ class Experiment:
     name: str
     what: str
     overrides: dict[str, Any] = field(default_factory=dict)
-    train_fraction: float = 1.0
+    train_records: int | None = None  # learning curve: a random subset of this many training examples
+    seed: int = 42  # of the subset and of training
     system_prompt: str | None = None
+    schema_order: list[str] | None = None  # answer format: top-level keys in this order
+    eval_on: str = "dev"  # "dev" (a tenth of the train split) or "eval" (the held-out split)
+    variants: str = "tuned,tuned+constrained"
 
 
 def load_experiments(path: Path) -> tuple[dict, list[Experiment]]:
+    """The named experiments, the learning curve's (`curve-<records>-s<seed>`, scored on the eval split) and the
+    final runs (`final-s<seed>`: the recipe as shipped, on the whole train split, scored on eval)."""
     spec = yaml.safe_load(path.read_text())
-    experiments = [Experiment(name, **{"overrides": {}, **(body or {})}) for name, body in spec["experiments"].items()]
+    experiments = [Experiment(name, **(body or {})) for name, body in spec["experiments"].items()]
+    curve = spec.get("learning_curve") or {}
+    for records in curve.get("train_records", []):
+        for seed in curve.get("seeds", []):
+            experiments.append(Experiment(f"curve-{records or 'all'}-s{seed}", f"{records or 'all'} train records",
+                                          train_records=records, seed=seed, eval_on="eval"))
+    for seed in spec.get("final_seeds", []):
+        experiments.append(Experiment(f"final-s{seed}", "the shipped recipe, scored on the eval split", seed=seed,
+                                      eval_on="eval", variants="tuned,tuned+constrained,base+constrained"))
     return spec, experiments
 
 
-def derived_recipe(base: dict, common: dict, experiment: Experiment, workdir: Path) -> dict:
-    """The shipped recipe + overrides, reading and writing only under workdir (relative to the repo root)."""
-    recipe = {**base, **common, **experiment.overrides}
-    recipe = {key: value for key, value in recipe.items() if value is not None}
-    rel = workdir.relative_to(REPO_ROOT)
-    recipe["datasets"] = [{**base["datasets"][0], "path": f"{rel}/data/train.jsonl"}]
-    recipe["test_datasets"] = [{**base["test_datasets"][0], "path": f"{rel}/data/eval.jsonl"}]
-    recipe["output_dir"] = f"{rel}/model"
-    recipe["dataset_prepared_path"] = f"{rel}/prepared"
-    return recipe
+def experiment_recipe(base: dict, common: dict, experiment: Experiment, workdir: Path) -> dict:
+    return recipe_variant(base, {**common, **experiment.overrides, "seed": experiment.seed},
+                          workdir=workdir.relative_to(REPO_ROOT))
 
 
-def derived_pipeline(base_path: Path, experiment: Experiment) -> dict:
-    pipeline = yaml.safe_load(base_path.read_text())
-    for key in ("raw_data", "schema", "system_prompt"):  # absolute: the file lives elsewhere
-        pipeline[key] = str((base_path.parent / pipeline[key]).resolve())
+def experiment_pipeline(spec: dict, experiment: Experiment, workdir: Path, recipe_file: Path) -> dict:
+    settings = yaml.safe_load(resolve(spec["pipeline"]).read_text())
     if experiment.system_prompt:
-        pipeline["system_prompt"] = str(REPO_ROOT / experiment.system_prompt)
-    return pipeline
+        settings["system_prompt"] = experiment.system_prompt
+        settings["allow_prompt_without_schema"] = True
+    if experiment.schema_order:
+        schema = json.loads(resolve(settings["schema"]).read_text())
+        schema["properties"] = {key: schema["properties"][key] for key in experiment.schema_order}
+        (workdir / "schema.json").write_text(json.dumps(schema, indent=2))
+        settings["schema"] = str(workdir / "schema.json")
+    settings["recipe"] = str(recipe_file)
+    settings["eval"] = {**settings.get("eval", {}), "reports_dir": str(workdir / "reports")}
+    return settings
 
 
-def subsample(jsonl: Path, fraction: float, seed: int) -> int:
-    lines = jsonl.read_text().splitlines(keepends=True)
-    keep = sorted(random.Random(seed).sample(range(len(lines)), round(len(lines) * fraction)))
-    jsonl.write_text("".join(lines[i] for i in keep))
-    return len(keep)
+def carve(train_file: Path, eval_file: Path, experiment: Experiment, main_label: str) -> tuple[int, Path]:
+    """Hold out dev from the train split (scored instead of eval), then keep `train_records` of the rest."""
+    lines = train_file.read_text().splitlines(keepends=True)
+    target = eval_file
+    if experiment.eval_on == "dev":
+        labels = [str(resolve_pointer(json.loads(e.answer), main_label)) for e in read_rows("".join(lines))]
+        keep, dev = stratified_split(labels, DEV_FRACTION, seed=0)  # one dev split for every experiment
+        target = train_file.with_name("dev.jsonl")
+        target.write_text("".join(lines[i] for i in dev))
+        lines = [lines[i] for i in sorted(keep)]
+    if experiment.train_records:
+        lines = [lines[i] for i in sorted(random.Random(experiment.seed).sample(range(len(lines)),
+                                                                               experiment.train_records))]
+    train_file.write_text("".join(lines))
+    return len(lines), target
 
 
-def last_logged(log: str, key: str) -> dict[str, str]:
-    """The last `{'key': ...}` dict the HF Trainer printed (values are strings in Axolotl's logs)."""
-    found = re.findall(r"\{'" + key + r"'[^{}]*\}", log)
-    return ast.literal_eval(found[-1]) if found else {}
-
-
-def run(experiment: Experiment, spec: dict, eval_args: list[str], dry_run: bool = False) -> dict[str, Any]:
+def run(experiment: Experiment, spec: dict, eval_args: list[str], extra: dict[str, Any]) -> dict[str, Any]:
     workdir = SWEEP_DIR / experiment.name
     (workdir / "data").mkdir(parents=True, exist_ok=True)
-    recipe_path, pipeline_path, log_path = workdir / "recipe.yaml", workdir / "pipeline.yaml", workdir / "log.txt"
-    base = yaml.safe_load((REPO_ROOT / spec["recipe"]).read_text())
-    recipe = derived_recipe(base, spec.get("common", {}), experiment, workdir)
-    recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    pipeline_path.write_text(yaml.safe_dump(derived_pipeline(REPO_ROOT / spec["pipeline"], experiment)))
-    py = sys.executable
-    stage = ["--config", str(recipe_path), "--pipeline", str(pipeline_path)]
+    recipe = experiment_recipe(load_recipe(spec["recipe"]), {**spec.get("common", {}), **extra}, experiment, workdir)
+    recipe_file, pipeline_file, log_path = workdir / "recipe.yaml", workdir / "pipeline.yaml", workdir / "log.txt"
+    recipe_file.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    settings = experiment_pipeline(spec, experiment, workdir, recipe_file)
+    pipeline_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+    py, stage = sys.executable, ["--pipeline", str(pipeline_file)]
     model = REPO_ROOT / recipe["output_dir"]
-    tuned = ["--adapter", str(model)] if recipe.get("adapter") else ["--model", str(model)]
-    steps = [
-        [py, "-m", "preprocess", *stage],
-        [py, "-m", "preprocess.recipe_check", str(recipe_path)],
-        [py, "-m", "accelerate.commands.launch", "-m", "axolotl.cli.train", str(recipe_path)],
-        [py, "-m", "evaluation", *stage, *tuned, "--run", f"sweep-{experiment.name}", "--fresh", *eval_args],
-    ]
     env = {**os.environ, **OFFLINE_ENV}
-    if dry_run:  # write the files and let recipe_check (our checks + Axolotl's validation) judge the recipe
-        subprocess.run(steps[1], cwd=REPO_ROOT, check=True, env=env)
-        return {}
     started = time.monotonic()
-    with log_path.open("w") as log:
-        for number, command in enumerate(steps):
+    seconds: dict[str, float] = {}
+
+    def step(name: str, command: list[str]) -> None:
+        t0 = time.monotonic()
+        with log_path.open("a") as log:
             log.write(f"$ {' '.join(command)}\n")
             log.flush()
             subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, check=True, env=env)
-            if number == 0 and experiment.train_fraction < 1:
-                kept = subsample(workdir / "data/train.jsonl", experiment.train_fraction, int(recipe["seed"]))
-                log.write(f"train split subsampled to {kept} examples\n")
-    text = log_path.read_text()
-    metrics = json.loads((REPO_ROOT / f"reports/sweep-{experiment.name}/metrics.json").read_text())["tuned"]
-    return {
-        "name": experiment.name, "what": experiment.what, "wall_s": round(time.monotonic() - started),
-        "train_examples": sum(1 for _ in (workdir / "data/train.jsonl").open()),
-        "train_runtime_s": float(last_logged(text, "train_runtime").get("train_runtime", "nan")),
-        "eval_loss": float(last_logged(text, "eval_loss").get("eval_loss", "nan")),
-        **{m: metrics[m] for m in METRICS},
-        **{f"{f}_accuracy": a for f, a in metrics["field_accuracy"].items()},
-        **{f"{f}_f1": e["micro"]["f1"] for f, e in metrics["extraction"].items()},
-    }
+        seconds[name] = round(time.monotonic() - t0, 1)
+
+    log_path.write_text("")
+    step("data", [py, "-m", "preprocess", *stage])
+    train_records, scored_on = carve(workdir / "data/train.jsonl", workdir / "data/eval.jsonl", experiment,
+                                     settings["main_label"])
+    step("train", [py, "-m", "training", *stage])
+    tuned = ["--adapter", str(model)] if recipe.get("adapter") else ["--model", str(model)]
+    step("eval", [py, "-m", "evaluation", *stage, *tuned, "--data", str(scored_on), "--run", "sweep", "--fresh",
+                  "--variants", experiment.variants, *eval_args])
+    metrics = json.loads((workdir / "reports/sweep/metrics.json").read_text())["variants"]
+    result = {"name": experiment.name, "what": experiment.what, "scored_on": experiment.eval_on,
+              "train_records": train_records, "seed": experiment.seed, "wall_s": round(time.monotonic() - started),
+              "seconds": seconds, "recipe": recipe, "settings": settings}
+    for variant, m in metrics.items():
+        result[variant] = {"exact_match": m["exact_match"], "exact_match_ci95": m["exact_match_ci95"],
+                           "schema_valid": m["schema_valid"], **{f"{k}_accuracy": v for k, v in
+                                                                  m["field_accuracy"].items()},
+                           **{f"{k}_f1": e["micro"]["f1"] for k, e in m["extraction"].items()},
+                           "examples_per_s": m["speed"]["examples_per_s"]}
+    return result
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    columns = [c for c in rows[0] if c not in ("name", "what", "wall_s", "train_examples")]
-    head = "| experiment | what | train ex. | " + " | ".join(columns) + " |"
-    lines = [head, "|" + "---|" * (len(columns) + 3)]
+def table(rows: list[dict[str, Any]], variant: str) -> str:
+    lines = []
     for row in rows:
-        cells = [f"{row[c]:.1%}" if c not in ("train_runtime_s", "eval_loss") else f"{row[c]:.3g}" for c in columns]
-        lines.append(f"| {row['name']} | {row['what']} | {row['train_examples']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        m = row.get(variant)
+        if not m:
+            continue
+        lines.append([row["name"], row["what"], row["scored_on"], row["train_records"], row["seconds"].get("train"),
+                      f"{m['exact_match']:.1%} ({m['exact_match_ci95'][0]:.0%}–{m['exact_match_ci95'][1]:.0%})",
+                      f"{m.get('intent_accuracy', 0):.1%}", f"{m.get('scenario_accuracy', 0):.1%}",
+                      f"{m.get('entities_f1', 0):.1%}", f"{m['schema_valid']:.1%}", f"{m['examples_per_s']:.1f}"])
+    return tabulate(lines, headers=["experiment", "change", "scored on", "train ex.", "train s",
+                                    "exact (95 % CI)", "intent", "scenario", "entity F1", "schema valid",
+                                    "eval ex/s"], tablefmt="github")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", help="experiments to run (default: all)")
+    parser.add_argument("names", nargs="*", help="experiments to run, or patterns ('curve-*'); default: all")
     parser.add_argument("--experiments", type=Path, default=REPO_ROOT / "bench/experiments_270m.yaml")
     parser.add_argument("--parallel", type=int, default=1, help="experiments training at once on the GPU")
-    parser.add_argument("--log-dir", type=Path,
-                        default=Path(os.environ.get("OUT", REPO_ROOT / "reports")) / "sweep-270m")
-    parser.add_argument("--dry-run", action="store_true", help="only write and validate the derived recipes")
-    parser.add_argument("--eval-args", default="--variants tuned --batch-size 64",
-                        help="passed to `python -m evaluation`")
+    parser.add_argument("--log-dir", type=Path, default=REPO_ROOT / "reports/measured/sweep-270m")
+    parser.add_argument("--eval-args", default="--batch-size 128", help="passed to `python -m evaluation`")
+    parser.add_argument("--overrides", type=json.loads, default={},
+                        help="JSON recipe overrides for every chosen experiment (e.g. the winner's, for final runs)")
     args = parser.parse_args(argv)
 
     spec, experiments = load_experiments(args.experiments)
-    if unknown := set(args.names) - {e.name for e in experiments}:
-        parser.error(f"unknown experiment(s) {sorted(unknown)}")
-    chosen = [e for e in experiments if not args.names or e.name in args.names]
-
-    if args.dry_run:
-        for experiment in chosen:
-            run(experiment, spec, [], dry_run=True)
-        return 0
+    if unknown := [n for n in args.names if not any(fnmatch(e.name, n) for e in experiments)]:
+        parser.error(f"unknown experiment(s) {unknown}")
+    chosen = [e for e in experiments if not args.names or any(fnmatch(e.name, n) for n in args.names)]
 
     def attempt(experiment: Experiment) -> dict[str, Any] | None:
         try:
-            result = run(experiment, spec, args.eval_args.split())
+            result = run(experiment, spec, args.eval_args.split(), args.overrides)
         except subprocess.CalledProcessError as err:
             print(f"{experiment.name}: FAILED ({' '.join(err.cmd[1:4])}); log: outputs/sweep/{experiment.name}/log.txt",
                   flush=True)
             return None
-        print(f"{experiment.name}: done in {result['wall_s']} s: exact {result['exact_match']:.1%}", flush=True)
+        m = result.get("tuned+constrained") or result.get("tuned")
+        print(f"{experiment.name}: done in {result['wall_s']} s: exact {m['exact_match']:.1%}", flush=True)
         return result
 
     with ThreadPoolExecutor(args.parallel) as pool:
         results = [r for r in pool.map(attempt, chosen) if r]
     args.log_dir.mkdir(parents=True, exist_ok=True)
-    for experiment in chosen:  # the logs come back with the results (the device tool returns $OUT)
+    for experiment in chosen:  # the logs come back with the results
         log = SWEEP_DIR / experiment.name / "log.txt"
         if log.exists():
             kept = [line for line in log.read_text().splitlines(keepends=True) if "it/s]" not in line]
             (args.log_dir / f"{experiment.name}.log").write_text("".join(kept))
     if not results:
         return 1
-    (args.log_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.log_dir / "results.md").write_text(table(results) + "\n")
-    print(table(results))
+    previous = json.loads((args.log_dir / "results.json").read_text()) if (args.log_dir / "results.json").exists() \
+        else []
+    merged = {r["name"]: r for r in previous} | {r["name"]: r for r in results}
+    (args.log_dir / "results.json").write_text(json.dumps(list(merged.values()), indent=2) + "\n")
+    text = "\n\n".join(f"### {variant}\n\n{table(list(merged.values()), variant)}"
+                       for variant in ("tuned+constrained", "tuned"))
+    (args.log_dir / "results.md").write_text(text + "\n")
+    print(text)
     return 0 if len(results) == len(chosen) else 1
 
 

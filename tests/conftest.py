@@ -17,8 +17,10 @@ os.environ.update({**OFFLINE_ENV, "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFL
 import pytest
 import yaml
 
+from contract.config import load_config
 from training.recipes import load_recipe, recipe_variant
 
+SHIPPED = load_config(REPO_ROOT / "pipeline.yaml")  # the shipped settings (the prompt the tests use is its)
 RECIPE_270M = REPO_ROOT / "axolotl_configs/gemma3-270m-lora.yaml"
 RECIPE_27B = REPO_ROOT / "axolotl_configs/gemma3-27b-qlora.yaml"
 END_OF_TURN_ID = 106  # Gemma 3's <end_of_turn>
@@ -88,7 +90,7 @@ def write_project(tmp: Path, records: list | str, model: Path, *, recipe: Path =
     pipeline = tmp / "pipeline.yaml"
     pipeline.write_text(yaml.safe_dump({
         "recipe": str(config), "raw_data": str(raw), "schema": str(REPO_ROOT / "data/schema.json"),
-        "system_prompt": str(REPO_ROOT / "data/system_prompt.txt"), "main_label": "/intent",
+        "system_prompt": str(SHIPPED.path("system_prompt")), "main_label": "/intent",
         "eval_fraction": 0.1, "seed": 42, "eval": {"reports_dir": str(tmp / "reports")}, **(settings or {}),
     }))
     return pipeline, config

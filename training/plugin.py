@@ -44,6 +44,10 @@ class RecipePluginArgs(BaseModel):
         json_schema_extra={"description": "cuDNN attention backend for training: auto = off where the "
                            "NaN-gradient bug applies (Hopper GPU, cuDNN < 9.26)"},
     )
+    stop_on_non_finite: bool = Field(
+        default=True,
+        json_schema_extra={"description": "stop at the first NaN/inf loss or grad norm (false: benchmarks only)"},
+    )
     loss_positions_only: bool = Field(
         default=False,
         json_schema_extra={"description": "in training, run the output layer only at positions with a label"},
@@ -184,4 +188,7 @@ class RecipePlugin(BasePlugin):
 
     def add_callbacks_post_trainer(self, cfg, trainer) -> list:
         (Path(cfg.output_dir) / NON_FINITE_REPORT).unlink(missing_ok=True)  # a report from an earlier run
+        if cfg.stop_on_non_finite is False:
+            print("[training.plugin] WARNING: stop_on_non_finite is off: a NaN run trains on", flush=True)
+            return []
         return [NonFiniteGuard(Path(cfg.output_dir), self.cudnn_note)]
