@@ -4,7 +4,8 @@
 # bench/pick.py), the 270M training levers side by side, the whole pipeline timed, the quality sweep and the
 # learning curve, then the winning recipe on the eval split with two seeds, grounded and not.
 #   bash bench/gpu_session.sh /tmp/gpu-logs          # on the GPU machine, from the repo root, after staging
-# Each step logs to the folder; a failed step is reported and the next one runs.
+# Each step logs to the folder; a failed step is reported and the next one runs. It edits pipeline.yaml (the chosen
+# prompt): run it in a copy of the repo when the checkout may change under it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${1:-/tmp/gpu-logs}
@@ -24,8 +25,8 @@ step "prompt chosen: ${PROMPT:-none (the prompt sweep failed): keeping pipeline.
 run data make data PY="$PY"
 run speed-270m "$PY" -m bench.speed_270m --steps 30 --out "$LOG/speed-270m.json"
 run pipeline-270m "$PY" -m bench.pipeline_270m --out "$LOG/pipeline-270m-h100.json"
-run sweep-quality "$PY" -m bench.sweep_270m --parallel 6 --log-dir "$LOG/sweep" epochs-6 r128-e5 lr-4e-4-e5 full-ft \
-  full-ft-e5 smoothing entities-first half-data 'curve-*'
+run sweep-quality "$PY" -m bench.sweep_270m --parallel 8 --log-dir "$LOG/sweep" epochs-6 r128-e5 lr-4e-4-e5 \
+  full-ft-e5 entities-first half-data 'curve-*'
 WIN=$("$PY" -m bench.pick recipe "$LOG/sweep/results.json" 2>> "$LOG/pick.log")
 WIN=${WIN:-"{}"}
 step "winning overrides: $WIN"

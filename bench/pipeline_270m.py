@@ -24,7 +24,7 @@ from bench.flops import Geometry, train_flops
 from bench.speed_270m import TIMER, token_counts
 from contract.config import OFFLINE_ENV, REPO_ROOT, Recipe, load_config, resolve, shown
 from contract.tokenizer import load_tokenizer
-from training.recipes import load_recipe, recipe_variant
+from training.recipes import load_recipe, parse_overrides, recipe_variant
 
 WORKDIR = REPO_ROOT / "outputs/bench-pipeline-270m"
 
@@ -40,13 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--eval-batch-size", type=int, default=256)
     parser.add_argument("--peak-tflops", type=float, help="bf16 matmul peak (default: measured here)")
-    parser.add_argument("--train-args", default="", help="recipe overrides, as TRAIN_ARGS")
+    parser.add_argument("--set", nargs="*", default=[], metavar="key=value",
+                        help="recipe overrides for every stage (a CPU check: base_model=<tiny model>)")
+    parser.add_argument("--eval-args", default="", help="more flags for the eval stage (a CPU check: --limit 4)")
     args = parser.parse_args(argv)
 
     shutil.rmtree(WORKDIR, ignore_errors=True)
     config = load_config()
     base = load_recipe(config.recipe)
-    recipe = recipe_variant(base, {"plugins": [*base["plugins"], TIMER]}, workdir=WORKDIR.relative_to(REPO_ROOT))
+    overrides = {"plugins": [*base["plugins"], TIMER], **parse_overrides([f"--{s}" for s in args.set])}
+    recipe = recipe_variant(base, overrides, workdir=WORKDIR.relative_to(REPO_ROOT))
     recipe_file, pipeline_file = WORKDIR / "recipe.yaml", WORKDIR / "pipeline.yaml"
     WORKDIR.mkdir(parents=True)
     recipe_file.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -57,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     timer = WORKDIR / "timer.json"
     stages = {
         "data": [sys.executable, "-m", "preprocess", *stage],
-        "train": [sys.executable, "-m", "training", *stage, *args.train_args.split()],
+        "train": [sys.executable, "-m", "training", *stage],
         "merge": [sys.executable, "-m", "postprocess", *stage],
         "eval": [sys.executable, "-m", "evaluation", *stage, "--variants", "tuned+constrained", "--batch-size",
-                 str(args.eval_batch_size), "--run", "pipeline", "--fresh"],
+                 str(args.eval_batch_size), "--run", "pipeline", "--fresh", *args.eval_args.split()],
     }
     seconds = {}
     env = {**os.environ, **OFFLINE_ENV, "STEP_TIMER_OUT": str(timer)}
@@ -77,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 
     loaded = Recipe.load(recipe_file)
     step = json.loads(timer.read_text())
+    if "tokens_per_s" not in step:
+        print(f"step timer: {step}")
+        return 1
     tokens_per_example, labelled = token_counts(loaded.train_file, load_tokenizer(loaded.tokenizer))
     if args.peak_tflops is None and torch.cuda.is_available():
         from bench.matmul_peak import tflops
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "hardware": hardware(),
         "command": f"python -m bench.pipeline_270m --out {shown(args.out)} --eval-batch-size {args.eval_batch_size}"
-                   + (f" --train-args '{args.train_args}'" if args.train_args else ""),
+                   + (f" --set {' '.join(args.set)}" if args.set else ""),
         "prompt": shown(config.path("system_prompt")),
         "tokens_per_example": stats["tokens_per_example"],
         "pipeline_seconds": seconds,

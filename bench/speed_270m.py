@@ -24,7 +24,7 @@ from bench.flops import Geometry, train_flops
 from contract.config import OFFLINE_ENV, REPO_ROOT, Recipe, load_config, resolve
 from contract.rows import read_rows
 from contract.tokenizer import load_tokenizer
-from training.recipes import load_recipe, recipe_variant
+from training.recipes import load_recipe, parse_overrides, recipe_variant
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "shipped": ("the recipe as shipped", {}),
@@ -75,10 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--peak-tflops", type=float, help="bf16 matmul peak (default: measured here)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports/measured/speed-270m.json")
+    parser.add_argument("--set", nargs="*", default=[], metavar="key=value",
+                        help="recipe overrides for every variant (a CPU check: base_model=<tiny model>)")
     args = parser.parse_args(argv)
     config = load_config()
     recipe_path = resolve(config.recipe)
-    base = load_recipe(recipe_path)
+    base = recipe_variant(load_recipe(recipe_path), parse_overrides([f"--{s}" for s in args.set]))
     recipe = Recipe.load(recipe_path)
     workdir = REPO_ROOT / "outputs/bench-speed-270m"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.peak_tflops = max(tflops(8192, 8192, 8192) for _ in range(3))
     tokens_per_example, loss_per_example = token_counts(recipe.train_file, load_tokenizer(recipe.tokenizer))
-    geometry = Geometry.of(AutoConfig.from_pretrained(recipe.base_model))
+    geometry = Geometry.of(AutoConfig.from_pretrained(resolve(base["base_model"])))
     rows = []
     for name in args.variants or list(VARIANTS):
         what, overrides = VARIANTS[name]
