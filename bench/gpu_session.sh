@@ -20,7 +20,7 @@ run cudnn-sdpa-nan "$PY" -m bench.cudnn_sdpa_nan
 run matmul-peak "$PY" -m bench.matmul_peak
 run sweep-prompts "$PY" -m bench.sweep_270m --parallel 3 --log-dir "$LOG/sweep" prompt-schema prompt-labels prompt-task
 PROMPT=$("$PY" -m bench.pick prompt "$LOG/sweep/results.json")
-step "prompt chosen: ${PROMPT:-none (the prompt sweep failed): keeping pipeline.yaml's}"
+step "prompt chosen: ${PROMPT:-none, the prompt sweep failed: pipeline.yaml keeps its prompt}"
 [ -n "$PROMPT" ] && sed -i "s|^system_prompt: [^ ]*|system_prompt: $PROMPT|" pipeline.yaml
 run data make data PY="$PY"
 run speed-270m "$PY" -m bench.speed_270m --steps 30 --out "$LOG/speed-270m.json"
@@ -28,7 +28,7 @@ run pipeline-270m "$PY" -m bench.pipeline_270m --out "$LOG/pipeline-270m-h100.js
 run sweep-quality "$PY" -m bench.sweep_270m --parallel 8 --log-dir "$LOG/sweep" epochs-6 r128-e5 lr-4e-4-e5 \
   full-ft-e5 entities-first half-data 'curve-*'
 WIN=$("$PY" -m bench.pick recipe "$LOG/sweep/results.json" 2>> "$LOG/pick.log")
-WIN=${WIN:-"{}"}
+[ -n "$WIN" ] || WIN='{}'
 step "winning overrides: $WIN"
 run sweep-final "$PY" -m bench.sweep_270m --parallel 2 --log-dir "$LOG/sweep" --overrides "$WIN" 'final-s*'
 run ungrounded "$PY" -m evaluation --pipeline outputs/sweep/final-s42/pipeline.yaml \
