@@ -1,51 +1,92 @@
-"""The arithmetic behind the README's measured figures: the sweep's derived recipes, the 27B FLOP count and the
-depth extrapolation."""
+"""The arithmetic and the rules behind the README's measured figures: the sweep's derived recipes and splits,
+the decisions taken from its results, the FLOP counts for MFU and the 27B depth extrapolation."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bench.extrapolate_27b import FULL_DEPTH, extrapolate
+from bench.flops import Geometry, train_flops
 from bench.gemma27b_geometry import matmul_params
-from bench.sweep_270m import SWEEP_DIR, derived_recipe, load_experiments, subsample
+from bench.pick import pick_prompt, pick_recipe
+from bench.sweep_270m import SWEEP_DIR, Experiment, carve, experiment_recipe, load_experiments
 from contract.config import REPO_ROOT
+from contract.rows import training_row
+from training.recipes import load_recipe
+
+EXPERIMENTS = REPO_ROOT / "bench/experiments_270m.yaml"
 
 
 def test_a_full_fine_tune_experiment_drops_every_lora_key_and_writes_only_under_its_own_directory() -> None:
-    spec, experiments = load_experiments(REPO_ROOT / "bench/experiments_270m.yaml")
-    base = yaml.safe_load((REPO_ROOT / spec["recipe"]).read_text())
+    spec, experiments = load_experiments(EXPERIMENTS)
+    base = load_recipe(REPO_ROOT / spec["recipe"])
     full_ft = next(e for e in experiments if e.name == "full-ft")
-    recipe = derived_recipe(base, spec["common"], full_ft, SWEEP_DIR / full_ft.name)
+    recipe = experiment_recipe(base, spec["common"], full_ft, SWEEP_DIR / full_ft.name)
     adapter_keys = [key for key in recipe
                     if key == "adapter" or (key.startswith("lora_") and not key.endswith("_kernel"))]
-    assert adapter_keys == []
-    assert recipe["learning_rate"] == 5e-5
+    assert adapter_keys == [] and recipe["learning_rate"] == 5e-5
     written = [recipe["output_dir"], recipe["dataset_prepared_path"], recipe["datasets"][0]["path"],
                recipe["test_datasets"][0]["path"]]
     assert all(path.startswith("outputs/sweep/full-ft/") for path in written)
     assert base["datasets"][0]["path"] == "data/processed/train.jsonl"  # the shipped recipe is untouched
 
 
-def test_the_sweep_baseline_is_the_pre_sweep_recipe_and_lora_r64_is_the_shipped_one() -> None:
-    spec, experiments = load_experiments(REPO_ROOT / "bench/experiments_270m.yaml")
-    base = yaml.safe_load((REPO_ROOT / spec["recipe"]).read_text())
-    by_name = {e.name: derived_recipe(base, spec["common"], e, SWEEP_DIR / e.name) for e in experiments}
-    assert (by_name["baseline"]["lora_r"], by_name["baseline"]["lora_alpha"]) == (16, 32)
-    assert (by_name["lora-r64"]["lora_r"], by_name["lora-r64"]["lora_alpha"]) == (base["lora_r"], base["lora_alpha"])
+def test_the_learning_curve_and_final_runs_expand_to_two_seeds_per_point_scored_on_eval() -> None:
+    _, experiments = load_experiments(EXPERIMENTS)
+    curve = [e for e in experiments if e.name.startswith("curve-")]
+    assert [e.name for e in curve][:2] == ["curve-100-s1", "curve-100-s2"] and len(curve) == 10
+    assert all(e.eval_on == "eval" for e in curve) and curve[-1].train_records is None
+    assert {e.seed for e in experiments if e.name.startswith("final-")} == {42, 7}
 
 
-def test_subsampling_the_train_split_is_deterministic_and_keeps_file_order(tmp_path: Path) -> None:
-    rows = [f'{{"n": {i}}}\n' for i in range(101)]
-    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    first.write_text("".join(rows))
-    second.write_text("".join(rows))
-    assert subsample(first, 0.5, seed=42) == subsample(second, 0.5, seed=42) == 50
-    kept = first.read_text().splitlines(keepends=True)
-    assert kept == second.read_text().splitlines(keepends=True)
-    assert kept == sorted(kept, key=rows.index)
+def _rows(intents: list[str]) -> str:
+    return "".join(json.dumps(training_row(f"q{i}", json.dumps({"intent": intent}), "S")) + "\n"
+                   for i, intent in enumerate(intents))
+
+
+def test_dev_is_a_stratified_tenth_held_out_of_train_and_the_curve_subsamples_the_rest(tmp_path: Path) -> None:
+    train, evaluation = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
+    intents = [f"intent_{i % 10}" for i in range(200)]
+    train.write_text(_rows(intents))
+    kept, scored = carve(train, evaluation, Experiment("x", "x", train_records=100, seed=3), "/intent")
+    dev = scored.read_text().splitlines()
+    assert scored.name == "dev.jsonl" and len(dev) == 20 and kept == 100
+    assert not set(dev) & set(train.read_text().splitlines())  # never trained on
+    assert {json.loads(json.loads(line)["messages"][2]["content"])["intent"] for line in dev} == set(intents)
+
+
+ROWS = [{"name": name, "scored_on": "dev", "settings": {"system_prompt": prompt},
+         "tuned+constrained": {"exact_match": exact}}
+        for name, prompt, exact in [("prompt-schema", "data/prompts/schema.txt", 0.563),
+                                    ("prompt-labels", "data/prompts/labels.txt", 0.574),
+                                    ("prompt-task", "data/prompts/task.txt", 0.557)]]
+
+
+def test_the_cheapest_prompt_within_two_points_of_the_best_is_shipped() -> None:
+    assert pick_prompt(ROWS) == "data/prompts/task.txt"  # 55.7 % >= 57.4 % - 2
+    worse = [{**r, "tuned+constrained": {"exact_match": 0.5}} if r["name"] == "prompt-task" else r for r in ROWS]
+    assert pick_prompt(worse) == "data/prompts/labels.txt"
+
+
+def test_a_recipe_change_ships_only_if_it_beats_the_shipped_recipe_on_dev() -> None:
+    better = {"name": "epochs-6", "scored_on": "dev", "tuned+constrained": {"exact_match": 0.60}}
+    assert pick_recipe([*ROWS, better], "data/prompts/task.txt")["overrides"] == {"num_epochs": 6}
+    equal = {**better, "tuned+constrained": {"exact_match": 0.557}}
+    assert pick_recipe([*ROWS, equal], "data/prompts/task.txt") == \
+        {"experiment": "prompt-task", "dev_exact_match": 0.557, "overrides": {}}
+
+
+def test_gemma_3_270m_flops_per_token_by_part() -> None:
+    g = Geometry(layers=18, hidden=640, heads=4, kv_heads=1, head_dim=256, intermediate=2048, vocab=262144,
+                 sliding_window=512)
+    assert g.body == 18 * (640 * 256 * 10 + 3 * 640 * 2048) and g.head == 262144 * 640  # 100 M and 168 M
+    lora = train_flops(g, tokens=1, loss_tokens=0.25, seq_len=100, full_finetune=False, head_on_loss_only=True)
+    assert lora["body"] == 4 * g.body and lora["output_layer"] == 4 * g.head * 0.25
+    full = train_flops(g, tokens=1, loss_tokens=0.25, seq_len=100, full_finetune=True, head_on_loss_only=False)
+    assert full["body"] == 6 * g.body and full["output_layer"] == 4 * g.head
 
 
 def test_gemma_3_27b_text_model_multiplies_each_token_by_27_billion_weights() -> None:
