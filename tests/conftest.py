@@ -91,6 +91,7 @@ def write_project(tmp: Path, records: list | str, model: Path, *, recipe: Path =
     pipeline.write_text(yaml.safe_dump({
         "recipe": str(config), "raw_data": str(raw), "schema": str(REPO_ROOT / "data/schema.json"),
         "system_prompt": str(SHIPPED.path("system_prompt")), "main_label": "/intent",
+        "allow_prompt_without_schema": SHIPPED.allow_prompt_without_schema,
         "eval_fraction": 0.1, "seed": 42, "eval": {"reports_dir": str(tmp / "reports")}, **(settings or {}),
     }))
     return pipeline, config

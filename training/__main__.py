@@ -34,11 +34,18 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def launch_command(recipe_file: Path, num_processes: int, on_gpu: bool) -> list[str]:
+def launch_command(recipe_file: Path, num_processes: int, on_gpu: bool) -> tuple[list[str], dict[str, str]]:
+    """The command and extra environment that train `recipe_file` with Axolotl in `num_processes` processes.
+    GPUs: `accelerate launch` (one process per GPU; DeepSpeed/FSDP come from the recipe). CPU ranks: torchrun with
+    Accelerate told to stay on the CPU (gloo), as `accelerate launch --cpu` would start a single process."""
+    if num_processes > 1 and not on_gpu:
+        return ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes),
+                 "-m", "axolotl.cli.train", str(recipe_file)],
+                {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"})
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
     if num_processes > 1:
-        command += ["--multi_gpu"] if on_gpu else ["--cpu"]
-    return [*command, "-m", "axolotl.cli.train", str(recipe_file)]
+        command.append("--multi_gpu")
+    return [*command, "-m", "axolotl.cli.train", str(recipe_file)], {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,9 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              "processes": args.num_processes}
     write_json_atomic(output_dir / STATE, state)
     (output_dir / NON_FINITE_REPORT).unlink(missing_ok=True)  # an earlier run's
-    command = launch_command(recipe_file, args.num_processes, on_gpu)
+    command, launch_env = launch_command(recipe_file, args.num_processes, on_gpu)
     print("$ " + " ".join(command), flush=True)
-    result = subprocess.run(command, env={**os.environ, **OFFLINE_ENV})
+    result = subprocess.run(command, env={**os.environ, **OFFLINE_ENV, **launch_env})
     if result.returncode == 0:
         write_json_atomic(output_dir / STATE, {**state, "status": "complete", "finished": now()})
         print(f"trained: {shown(output_dir)}")

@@ -165,6 +165,13 @@ class RecipePlugin(BasePlugin):
     def get_input_args(self) -> str:
         return "training.plugin.RecipePluginArgs"
 
+    def load_datasets(self, cfg, preprocess: bool = False) -> None:
+        """Not for datasets (None: Axolotl loads them itself): the last hook before the model is placed.
+        Axolotl maps each rank to device index LOCAL_RANK, which exists only on accelerators; CPU ranks (gloo, the
+        two-process proof in tests/test_distributed.py) must load the model on the CPU."""
+        if not torch.cuda.is_available() and (cfg.world_size or 1) > 1:
+            cfg.device_map = "cpu"
+
     def pre_model_load(self, cfg) -> None:
         keep, why = decide_cudnn_sdpa(cfg.cudnn_sdpa or "auto", *_device_facts())
         if torch.cuda.is_available():

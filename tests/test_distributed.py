@@ -1,0 +1,59 @@
+"""Data parallelism, proven on CPU ranks (gloo) through the real `make train` path: two processes with a
+micro-batch each train exactly what one process trains with twice the gradient accumulation, and save an adapter
+that PEFT loads. Same seed, same data order (sequential sampling), no dropout: the two must agree to float error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import TINY_TRAINING, Project, make, write_project
+
+pytestmark = pytest.mark.axolotl
+
+SAME_STEPS = {**TINY_TRAINING, "max_steps": 4, "micro_batch_size": 2, "learning_rate": 0.002, "lora_dropout": 0.0,
+              "curriculum_sampling": True, "eval_steps": None, "evals_per_epoch": 0, "save_steps": 4}
+# Sums of the same per-token losses in another order (two ranks' halves, then the all-reduce): float32 rounding.
+TOLERANCE = 1e-4
+
+
+def train(tmp_path_factory, name: str, records: list, model, processes: int, accumulation: int) -> Project:
+    root = tmp_path_factory.mktemp(name)
+    project = Project(root, *write_project(root, records, model, overrides=SAME_STEPS))
+    make("train", *project.make_args(),
+         f"TRAIN_ARGS=--num-processes {processes} --gradient_accumulation_steps={accumulation}")
+    return project
+
+
+def losses(project: Project) -> list[float]:
+    state = json.loads(next(project.output_dir.glob("checkpoint-*/trainer_state.json")).read_text())
+    return [float(entry["loss"]) for entry in state["log_history"] if "loss" in entry]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, sample_records, tiny_gemma3) -> dict[str, Project]:
+    records = sample_records[:120]
+    return {"two ranks": train(tmp_path_factory, "ddp", records, tiny_gemma3, processes=2, accumulation=1),
+            "one, accumulating two": train(tmp_path_factory, "ga2", records, tiny_gemma3, processes=1, accumulation=2),
+            "one, no accumulation": train(tmp_path_factory, "ga1", records, tiny_gemma3, processes=1, accumulation=1)}
+
+
+def test_two_ranks_train_what_one_process_trains_with_doubled_accumulation(runs) -> None:
+    ddp, single = losses(runs["two ranks"]), losses(runs["one, accumulating two"])
+    assert len(ddp) == len(single) == 4
+    assert ddp == pytest.approx(single, rel=TOLERANCE)
+    # ...and the comparison can fail: one process on half the examples per step trains something else
+    assert losses(runs["one, no accumulation"]) != pytest.approx(single, rel=TOLERANCE)
+
+
+def test_the_two_rank_run_records_its_processes_and_saves_an_adapter_peft_loads(runs, tiny_gemma3) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    project = runs["two ranks"]
+    assert json.loads((project.output_dir / "training_state.json").read_text())["processes"] == 2
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_gemma3), project.output_dir)
+    rank = model.peft_config["default"].r
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters() if "q_proj.lora_A" in name}
+    assert shapes and all(shape == (rank, 64) for shape in shapes.values())  # hidden size 64
