@@ -57,3 +57,21 @@ def test_the_two_rank_run_records_its_processes_and_saves_an_adapter_peft_loads(
     rank = model.peft_config["default"].r
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters() if "q_proj.lora_A" in name}
     assert shapes and all(shape == (rank, 64) for shape in shapes.values())  # hidden size 64
+
+
+SHARDED = {
+    "deepspeed-zero2": {"deepspeed": "axolotl_configs/deepspeed/zero2.json"},  # DS_ACCELERATOR=cpu
+    "fsdp2": {"fsdp_version": 2, "fsdp_config": {"reshard_after_forward": True, "state_dict_type": "FULL_STATE_DICT",
+                                                 "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                                 "transformer_layer_cls_to_wrap": "Gemma3DecoderLayer"}},
+    "qlora-nf4": {"adapter": "qlora", "load_in_4bit": True},  # bitsandbytes' CPU backend
+}
+
+
+@pytest.mark.parametrize("variant", list(SHARDED))
+def test_deepspeed_fsdp_and_qlora_train_with_two_ranks(tmp_path, sample_records, tiny_gemma3, variant) -> None:
+    overrides = {**SAME_STEPS, **SHARDED[variant]}
+    project = Project(tmp_path, *write_project(tmp_path, sample_records[:120], tiny_gemma3, overrides=overrides))
+    make("train", *project.make_args(), "TRAIN_ARGS=--num-processes 2")
+    assert json.loads((project.output_dir / "training_state.json").read_text())["status"] == "complete"
+    assert len(losses(project)) == 4 and (project.output_dir / "adapter_model.safetensors").exists()
