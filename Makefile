@@ -19,6 +19,8 @@ CONFIG ?=
 MODEL ?=
 STAGE = --pipeline $(PIPELINE) $(if $(CONFIG),--config $(CONFIG))
 TRAIN_ARGS ?=
+# TENSORBOARD=1: training curves in <output_dir>/runs (`tensorboard --logdir outputs`); local only, telemetry stays off
+TENSORBOARD ?=
 MERGE_ARGS ?=
 EVAL_ARGS ?=
 PREDICT_ARGS ?=
@@ -29,7 +31,7 @@ QUICK_CPU_TRAIN ?= --max_steps=10 --micro_batch_size=1 --gradient_accumulation_s
 	--saves_per_epoch=0
 QUICK_CPU_EVAL ?= --limit 16 --run quickstart-cpu
 
-.PHONY: setup base-model data axolotl-preprocess train merge eval predict quickstart test test-fast lint bench \
+.PHONY: setup base-model data axolotl-preprocess train merge eval predict push quickstart test test-fast lint bench \
 	bench-270m bench-27b docker-build docker-train clean
 
 setup:
@@ -50,7 +52,7 @@ axolotl-preprocess: data
 	$(PY) -m training $(STAGE) --preprocess-only
 
 train: data
-	$(PY) -m training $(STAGE) $(TRAIN_ARGS)
+	$(PY) -m training $(STAGE) $(if $(TENSORBOARD),--use_tensorboard=true) $(TRAIN_ARGS)
 
 merge:
 	$(PY) -m postprocess $(STAGE) $(MERGE_ARGS)
@@ -60,6 +62,10 @@ eval:
 
 predict:
 	$(PY) -m evaluation.predict $(STAGE) $(if $(MODEL),--model $(MODEL)) $(PREDICT_ARGS)
+
+# Upload the merged model with its card: make push HUB_REPO=you/name (HF_TOKEN from the environment).
+push:
+	HF_HUB_OFFLINE=0 $(PY) -m postprocess.push $(STAGE) --repo $(HUB_REPO) $(if $(MODEL),--model $(MODEL))
 
 quickstart:
 	$(MAKE) train merge eval CONFIG=axolotl_configs/gemma3-270m-lora.yaml \

@@ -18,6 +18,7 @@ from contract.errors import UserError, run_cli
 from contract.prompt import prompt_token_ids, system_prompt
 from contract.rows import END_OF_TURN, read_rows
 from contract.tokenizer import load_tokenizer
+from postprocess.card import write_card
 from postprocess.merge import ADAPTER_WEIGHTS, adapter_shapes, merge_with_proof, save_merged
 from training.state import require_complete
 
@@ -64,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "adapter_sha256": sha256_file(adapter / ADAPTER_WEIGHTS), "recipe": shown(recipe.path),
               "config": config.as_record()}
     save_merged(merged, base, adapter, out, proof, record)
-    print(f"merged model -> {shown(out)}")
+    write_card(out, config, recipe, metrics=None)
+    print(f"merged model (with its card, README.md) -> {shown(out)}")
     return 0
 
 

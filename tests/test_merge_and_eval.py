@@ -94,3 +94,50 @@ def test_eval_after_retraining_does_not_report_the_old_model(report: Project) ->
     merged.touch()  # as `make merge` after a new training run rewrites it
     result = make("eval", *report.make_args(), f"EVAL_ARGS=--run tiny {EVAL_ARGS} --variants tuned")
     assert "made with another model; starting it over" in result.stdout
+
+
+def test_predict_answers_every_line_of_a_text_file_schema_valid(merged: Project, tmp_path) -> None:
+    queries = tmp_path / "queries.txt"
+    queries.write_text("wake me up at seven am\nturn off the kitchen lights\n")
+    answers = tmp_path / "answers.jsonl"
+    make("predict", *merged.make_args(), f"PREDICT_ARGS=--input {queries} --output {answers} --max-new-tokens 96 "
+         "--max-string-chars 16 --max-items 2")
+    rows = [json.loads(line) for line in answers.read_text().splitlines()]
+    assert [r["line"] for r in rows] == [1, 2] and rows[1]["query"] == "turn off the kitchen lights"
+    assert all(r["schema_valid"] and isinstance(r["answer"], dict) for r in rows)
+
+
+BAD_QUERIES = [
+    ("empty-line", b"wake me up\n\nlights off\n", "line 2: empty; remove it or put a query there"),
+    ("latin-1", "caf\u00e9 music\n".encode("latin-1"), "not UTF-8 (byte 0xe9 on line 1)"),
+    ("jsonl-no-query", b'{"text": "lights off"}\n', "line 1: needs a \"query\" string"),
+    ("too-long", ("play " * 1200 + "\n").encode(), "line 1: the prompt is"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), BAD_QUERIES, ids=[c[0] for c in BAD_QUERIES])
+def test_predict_names_every_bad_input_line_and_answers_nothing(merged: Project, tmp_path, capsys, name, content,
+                                                                message) -> None:
+    from evaluation.predict import main as predict_main
+
+    queries = tmp_path / ("queries.jsonl" if name.startswith("jsonl") else "queries.txt")
+    queries.write_bytes(content)
+    answers = tmp_path / "answers.jsonl"
+    assert run_cli(predict_main, [*merged.stage_args(), "--input", str(queries), "--output", str(answers)]) == 1
+    assert message in capsys.readouterr().err and not answers.exists()
+
+
+def test_the_card_and_the_upload_plan_hold_what_a_user_needs_and_no_training_state(merged: Project) -> None:
+    from postprocess.push import main as push_main
+
+    model_dir = merged.output_dir / "merged"
+    (model_dir / "optimizer.pt").write_bytes(b"x")  # as if training files had been copied there
+    (model_dir / "training_args.bin").write_bytes(b"x")
+    assert run_cli(push_main, [*merged.stage_args(), "--repo", "you/model", "--dry-run"]) == 0
+    card = (model_dir / "README.md").read_text()
+    assert "Gemma Terms of Use" in card and '"x-copy-from-query":true' in card and "merged logits within" in card
+    from postprocess.push import upload_plan
+
+    names = {p.name for p in upload_plan(model_dir)}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "merge_proof.json"} <= names
+    assert not names & {"optimizer.pt", "training_args.bin"}
