@@ -36,7 +36,16 @@ from contract.prompt import system_prompt
 from contract.records import load_records, read_text
 from contract.rows import read_rows
 from contract.schema import load_schema, validator
-from evaluation.generate import Generator, Resumable, fingerprint, load_model, pick_device, run_resumable
+from evaluation.generate import (
+    Generator,
+    Resumable,
+    add_model_arguments,
+    fingerprint,
+    load_model,
+    model_source,
+    pick_device,
+    run_resumable,
+)
 from evaluation.report import training_log, write_report
 from evaluation.scoring import Metrics, example_verdicts, score
 
@@ -89,8 +98,7 @@ def run_variant(variant: str, model, tokenizer, examples: list[dict], config: Pi
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_stage_arguments(parser, "eval")
-    parser.add_argument("--model", help="merged model dir for `tuned` (default: <output_dir>/merged)")
-    parser.add_argument("--adapter", type=Path, help="score the recipe's base + this adapter as `tuned` instead")
+    add_model_arguments(parser)  # what `tuned` is
     parser.add_argument("--data", type=Path, help="eval.jsonl or a raw_data-format file (default: the recipe's eval)")
     parser.add_argument("--run", help="report name (default: the recipe's name); reruns resume")
     parser.add_argument("--fresh", action="store_true", help="discard earlier predictions of this run")
@@ -105,8 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = resolve(options.reports_dir) / (args.run or recipe.path.stem)
     out.mkdir(parents=True, exist_ok=True)
 
-    tuned = (recipe.base_model, args.adapter) if args.adapter else (args.model or recipe.output_dir / "merged", None)
-    sources = {"tuned": tuned, "base": (recipe.base_model, None)}
+    sources = {"tuned": model_source(recipe, args), "base": (recipe.base_model, None)}
     common = {"data_sha256": sha256_file(data), "examples": len(examples),
               "system_prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()[:16]}
     metrics: dict[str, Metrics] = {}

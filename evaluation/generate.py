@@ -5,6 +5,7 @@ the model, the inputs and the settings must match, or the file starts over."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
@@ -16,7 +17,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from contract.config import shown
+from contract.config import Recipe, shown
 from contract.outputs import write_json_atomic
 from contract.prompt import prompt_token_ids
 from contract.rows import stop_token_ids
@@ -24,6 +25,19 @@ from contract.tokenizer import load_tokenizer
 from evaluation.constraints import SchemaGrammar
 from evaluation.decoding import Decoder, shared_prefix_length
 from training.state import require_complete
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model / --adapter: which fine-tuned model answers (evaluation's `tuned`, prediction)."""
+    parser.add_argument("--model", help="merged model dir (default: <output_dir>/merged)")
+    parser.add_argument("--adapter", type=Path, help="the recipe's base + this adapter (unmerged) instead")
+
+
+def model_source(recipe: Recipe, args: argparse.Namespace) -> tuple[str | Path, Path | None]:
+    """(model, adapter) to load: the merged dir, or the recipe's base with --adapter."""
+    if args.adapter:
+        return recipe.base_model, args.adapter
+    return args.model or recipe.output_dir / "merged", None
 
 
 def pick_device() -> str:

@@ -24,7 +24,15 @@ from contract.prompt import prompt_token_ids, system_prompt
 from contract.records import read_text
 from contract.schema import load_schema, validator
 from contract.tokenizer import load_tokenizer
-from evaluation.generate import Generator, Resumable, fingerprint, load_model, run_resumable
+from evaluation.generate import (
+    Generator,
+    Resumable,
+    add_model_arguments,
+    fingerprint,
+    load_model,
+    model_source,
+    run_resumable,
+)
 from evaluation.scoring import parse_prediction
 
 
@@ -67,8 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_stage_arguments(parser, "predict")
     parser.add_argument("--input", type=Path, required=True, help="queries: .txt (one per line) or .jsonl")
     parser.add_argument("--output", type=Path, required=True, help="answers, JSONL")
-    parser.add_argument("--model", help="merged model dir (default: <output_dir>/merged)")
-    parser.add_argument("--adapter", type=Path, help="answer with the recipe's base + this adapter instead")
+    add_model_arguments(parser)
     parser.add_argument("--fresh", action="store_true", help="discard answers already in --output")
     args = parser.parse_args(argv)
     config = config_from_args(args)
@@ -76,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipe = Recipe.load(config.recipe)
     schema = load_schema(config.path("schema_path"))
     prompt = system_prompt(config)
-    source = (recipe.base_model, args.adapter) if args.adapter else (args.model or recipe.output_dir / "merged", None)
+    source = model_source(recipe, args)
     queries = read_queries(args.input)
     check_lengths(queries, load_tokenizer(args.adapter or source[0]), prompt, recipe.sequence_len, args.input)
 
