@@ -75,3 +75,24 @@ def effective_recipe(base: dict[str, Any], overrides: dict[str, Any], on_gpu: bo
     prepared = recipe.get("dataset_prepared_path", "last_run_prepared")
     recipe["dataset_prepared_path"] = f"{prepared}/{data_fingerprint(recipe)[:16]}"
     return recipe
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m training.recipes <recipe> --out <file> [key=value ...]: write a variant (scripts use this)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("recipe", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--workdir", help="move the run's data, output and cache under this directory")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="values read as YAML; null removes a key")
+    args = parser.parse_intermixed_args(argv)
+    variant = recipe_variant(load_recipe(args.recipe), parse_overrides([f"--{o}" for o in args.overrides]),
+                             args.workdir)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(yaml.safe_dump(variant, sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
