@@ -12,10 +12,12 @@ import json
 import time
 from pathlib import Path
 
-from evaluation.generate import bounded_schema, stop_token_ids
-from preprocess.config import REPO_ROOT, Pipeline
-from preprocess.prompt import canonical_answer, compact_json
-from preprocess.tokenizer import load_tokenizer
+from contract.config import REPO_ROOT, load_config
+from contract.prompt import answer_text
+from contract.records import load_records
+from contract.rows import stop_token_ids
+from contract.schema import bounded_schema, load_schema
+from contract.tokenizer import load_tokenizer
 
 
 def timed(fn):
@@ -66,15 +68,14 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=REPO_ROOT / "models/gemma-3-270m")
     parser.add_argument("--examples", type=int, default=50)
     args = parser.parse_args()
-    pipeline = Pipeline.load()
-    schema = json.loads(pipeline.schema.read_text())
+    config = load_config()
+    schema = load_schema(config.path("schema_path"))
     schema_json = json.dumps(bounded_schema(schema, 64, 8))
     tokenizer = load_tokenizer(args.model)
     vocab = len(tokenizer)
-    records = json.loads(pipeline.raw_data.read_text())[: args.examples]
+    records = load_records(config.path("raw_data"))[: args.examples]
     # The answers' JSON tokens (each engine has its own idea of the stop token, so it is left out).
-    answers = [tokenizer(compact_json(canonical_answer(r["data"], schema)), add_special_tokens=False).input_ids
-               for r in records]
+    answers = [tokenizer(answer_text(r["data"], schema), add_special_tokens=False).input_ids for r in records]
     n_tokens = sum(map(len, answers))
     print(f"vocabulary {vocab:,}; {len(answers)} reference answers, {n_tokens} tokens")
     print(f"{'engine':<12}{'tokenizer setup s':>19}{'compile s':>11}{'mask µs/token':>15}")

@@ -2,7 +2,7 @@
 Training rows, the merge proof, evaluation and prediction all call it; tests/test_recipes.py proves that the
 ids inference feeds the model equal the ids Axolotl trains on before the answer.
 
-The system prompt is a template (data/system_prompt.txt). `{schema}` is replaced by the compact schema,
+The system prompt is a template (data/prompts/). `{schema}` is replaced by the compact schema,
 `{labels}` by the closed label sets only ("intent: alarm_query|alarm_set|..."); a template with neither is a
 task description alone. Which one to ship is a measured trade-off (README, "The prompt").
 """
