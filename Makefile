@@ -34,7 +34,12 @@ QUICK_CPU_EVAL ?= --limit 100 --variants tuned+constrained --batch-size 25 --run
 	--model outputs/quickstart-cpu/merged
 QUICK_CPU_MERGE ?= --adapter outputs/quickstart-cpu --out outputs/quickstart-cpu/merged
 
-.PHONY: setup base-model data axolotl-preprocess train merge eval predict push quickstart test test-fast lint bench \
+# llama.cpp for `make export`: llama-cpp-python is an sdist only; its source vendors llama.cpp's GGUF converter.
+LLAMA_CPP_PYTHON ?= 0.3.36
+LLAMA_CPP_SRC = .tools/llama_cpp_python-$(LLAMA_CPP_PYTHON)
+
+.PHONY: setup base-model data axolotl-preprocess train merge eval predict export export-setup push quickstart test \
+	test-fast lint bench \
 	bench-270m bench-27b docker-build docker-train clean
 
 setup:
@@ -66,6 +71,20 @@ eval:
 predict:
 	$(PY) -m evaluation.predict $(STAGE) $(if $(MODEL),--model $(MODEL)) $(PREDICT_ARGS)
 
+# GGUF files + Ollama Modelfile beside the merged model, with a parity check against the HF model (README, "Use the model").
+export: export-setup
+	$(PY) -m postprocess.export $(STAGE) $(if $(MODEL),--model $(MODEL)) $(EXPORT_ARGS)
+
+# Builds llama.cpp once (~7 min on 2 cores): not part of `make setup`, which GPU training does not need it for.
+export-setup: $(LLAMA_CPP_SRC)/.built
+
+$(LLAMA_CPP_SRC)/.built:
+	mkdir -p .tools
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_PYTHON) -d .tools
+	tar -xzf .tools/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C .tools
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install --quiet -c constraints.txt $(LLAMA_CPP_SRC)
+	touch $@
+
 # Upload the merged model with its card: make push HUB_REPO=you/name (HF_TOKEN from the environment).
 push:
 	HF_HUB_OFFLINE=0 $(PY) -m postprocess.push $(STAGE) --repo $(HUB_REPO) $(if $(MODEL),--model $(MODEL))
@@ -75,7 +94,8 @@ quickstart:
 		$(if $(filter 1,$(HAS_GPU)),,TRAIN_ARGS="$(QUICK_CPU_TRAIN)" MERGE_ARGS="$(QUICK_CPU_MERGE)" \
 		EVAL_ARGS="$(QUICK_CPU_EVAL)")
 
-test:
+# Everything, the GGUF export parity included (so llama.cpp is built first, once).
+test: export-setup
 	$(PY) -m pytest
 
 # No training and no decoding of a real model: the contract, the checks, the configs (a few minutes on 2 cores).

@@ -87,6 +87,7 @@ class ExportOptions(Section):
     outtypes: list[Literal["f16", "bf16", "q8_0", "q4_k_m"]] = Field(
         ["f16", "q8_0"], description="GGUF files to write (comma-separated)")
     parity_examples: PositiveInt = Field(20, description="eval examples the GGUF parity check decodes")
+    parity_max_new_tokens: PositiveInt = Field(256, description="stop a parity answer after this many tokens")
 
 
 class PipelineConfig(Section):

@@ -8,6 +8,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from contract.errors import UserError
 
+# The sentencepiece model Gemma's Hub checkpoints ship: llama.cpp's GGUF converter reads the vocabulary from it.
+SENTENCEPIECE_FILE = "tokenizer.model"
+
 
 def load_tokenizer(name_or_path: str | Path, fix: str = "run `make base-model` for the embedded Gemma 3 270M, "
                    "or point the recipe's base_model at a local Gemma 3 directory") -> PreTrainedTokenizerBase:

@@ -22,6 +22,7 @@ from contract.config import shown
 from contract.errors import UserError
 from contract.outputs import replaced_directory
 from contract.rows import stop_token_ids
+from contract.tokenizer import SENTENCEPIECE_FILE
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -120,6 +121,16 @@ def merge_with_proof(base: str, adapter_dir: Path, probe_ids: list[list[int]], d
     return merged, proof
 
 
+def base_file(base: str, name: str) -> Path | None:
+    """A file of the base model: in its local directory, or in the Hub cache it was loaded from."""
+    if Path(base).is_dir():
+        return Path(base) / name if (Path(base) / name).exists() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(base, name)
+    return Path(cached) if isinstance(cached, str) else None
+
+
 def save_merged(model: PreTrainedModel, base: str, adapter_dir: Path, out_dir: Path, proof: MergeProof,
                 record: dict[str, Any]) -> None:
     """A self-contained HF directory, written whole or not at all: weights, tokenizer + chat template,
@@ -134,8 +145,8 @@ def save_merged(model: PreTrainedModel, base: str, adapter_dir: Path, out_dir: P
         generation.eos_token_id = sorted({*filter(None, eos), *stop_token_ids(tokenizer)})
         generation.pad_token_id = tokenizer.pad_token_id
         generation.save_pretrained(staging)
-        for name in ("NOTICE", "preprocessor_config.json", "processor_config.json"):
-            if (Path(base) / name).exists():
-                shutil.copy(Path(base) / name, staging / name)
+        for name in ("NOTICE", SENTENCEPIECE_FILE, "preprocessor_config.json", "processor_config.json"):
+            if (source := base_file(base, name)) is not None:
+                shutil.copy(source, staging / name)
         (staging / "merge_proof.json").write_text(
             json.dumps({**asdict(proof), "passed": proof.passed, **record}, indent=2) + "\n")

@@ -1,6 +1,10 @@
 """The Gemma 3 tokenizer rebuilt from the GGUF is BPE and matches Gemma 3's ids (transformers' own GGUF
 conversion gets this wrong)."""
 
+from __future__ import annotations
+
+import json
+
 
 def test_bos_and_bpe_merges_match_gemma3(tokenizer) -> None:
     assert tokenizer("Hello world").input_ids == [2, 9259, 1902]
@@ -25,6 +29,18 @@ def test_json_round_trips_through_encode_decode(tokenizer) -> None:
 
 
 def test_base_model_directory_is_self_contained(base_model_dir) -> None:
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja",
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer.model", "chat_template.jinja",
                  "generation_config.json", "NOTICE"):
         assert (base_model_dir / name).exists(), name
+
+
+def test_the_sentencepiece_model_tokenizes_like_the_tokenizer(base_model_dir, tokenizer, sample_records) -> None:
+    """tokenizer.model (what llama.cpp's converter reads) and tokenizer.json agree on ordinary text; only literal
+    special-token text differs, which sentencepiece never parses."""
+    from sentencepiece import SentencePieceProcessor
+
+    pieces = SentencePieceProcessor(model_file=str(base_model_dir / "tokenizer.model"))
+    texts = ["Hello world", "  two  spaces\n\n\nthree newlines\ttab 12345 ünïcödé 😀"]
+    texts += [r["query"] for r in sample_records[:200]] + [json.dumps(r["data"]) for r in sample_records[:200]]
+    for text in texts:
+        assert pieces.encode(text) == tokenizer(text, add_special_tokens=False).input_ids, text

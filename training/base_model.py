@@ -19,7 +19,8 @@ from transformers import AutoModelForCausalLM, GenerationConfig
 
 from contract.config import REPO_ROOT
 from contract.rows import END_OF_TURN
-from training.gguf_tokenizer import tokenizer_from_gguf
+from contract.tokenizer import SENTENCEPIECE_FILE
+from training.gguf_tokenizer import gguf_vocab, sentencepiece_model, tokenizer_from_gguf_vocab
 
 DEFAULT_OUT = REPO_ROOT / "models/gemma-3-270m"
 COMPLETE_MARKER = "model.safetensors"
@@ -33,7 +34,8 @@ def gguf_path() -> Path:
 
 def build(out_dir: Path) -> Path:
     source = gguf_path()
-    tokenizer = tokenizer_from_gguf(source)
+    vocab = gguf_vocab(source)
+    tokenizer = tokenizer_from_gguf_vocab(**vocab)
     dequantized = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.bfloat16)
     # Newer transformers mark a GGUF-loaded model as quantized (and refuse to save it): rebuild a plain one.
     config = dequantized.config
@@ -54,6 +56,8 @@ def build(out_dir: Path) -> Path:
     staging.chmod(0o755)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    # As the Hub checkpoints ship it: llama.cpp's GGUF export reads the vocabulary from this file.
+    (staging / SENTENCEPIECE_FILE).write_bytes(sentencepiece_model(**vocab))
     shutil.copy(Path(__file__).parent / "GEMMA_NOTICE", staging / "NOTICE")
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
@@ -66,6 +70,8 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="rebuild even if the directory is complete")
     args = parser.parse_args()
     if (args.out / COMPLETE_MARKER).exists() and not args.force:
+        if not (args.out / SENTENCEPIECE_FILE).exists():  # built before the file was part of the directory
+            (args.out / SENTENCEPIECE_FILE).write_bytes(sentencepiece_model(**gguf_vocab(gguf_path())))
         print(f"{args.out} already built (use --force to rebuild)")
         return
     print(f"built {build(args.out)}")

@@ -15,6 +15,7 @@ from transformers.tokenization_utils_base import generate_merges
 
 # sentencepiece / GGUF piece types
 CONTROL, USER_DEFINED = 3, 4
+SPIECE_SPACE = "\u2581"
 # Gemma 3's chat template is the one Axolotl registers as `gemma3` (identical to the -it checkpoints').
 CHAT_TEMPLATE_NAME = "gemma3"
 
@@ -41,12 +42,44 @@ def tokenizer_from_gguf_vocab(pieces: list[str], scores: list[float], types: lis
     return tokenizer
 
 
-def tokenizer_from_gguf(gguf_path: Path) -> GemmaTokenizer:
+def gguf_vocab(gguf_path: Path) -> dict[str, list]:
+    """The GGUF's own vocabulary: pieces, scores and sentencepiece piece types, id by id."""
     from gguf import GGUFReader
 
     fields = GGUFReader(str(gguf_path)).fields
-    return tokenizer_from_gguf_vocab(
-        pieces=list(fields["tokenizer.ggml.tokens"].contents()),
-        scores=list(fields["tokenizer.ggml.scores"].contents()),
-        types=list(fields["tokenizer.ggml.token_type"].contents()),
-    )
+    return {
+        "pieces": list(fields["tokenizer.ggml.tokens"].contents()),
+        "scores": list(fields["tokenizer.ggml.scores"].contents()),
+        "types": list(fields["tokenizer.ggml.token_type"].contents()),
+    }
+
+
+def sentencepiece_model(pieces: list[str], scores: list[float], types: list[int]) -> bytes:
+    """Gemma 3's `tokenizer.model` (a sentencepiece BPE model with byte fallback) from the GGUF's vocabulary.
+
+    llama.cpp's GGUF converter reads the vocabulary from this file (the Hub checkpoints ship it; the GGUF
+    does not). llama.cpp's converter writes user-defined pieces with plain spaces; sentencepiece keeps "▁".
+    """
+    # transformers' copy of the proto compiles against the protobuf runtime that transformers pins;
+    # sentencepiece's own copy needs a newer one.
+    from transformers.utils import sentencepiece_model_pb2_new as sp
+
+    model = sp.ModelProto()
+    for piece, score, kind in zip(pieces, scores, types, strict=True):
+        model.pieces.add(piece=piece.replace(" ", SPIECE_SPACE) if kind == USER_DEFINED else piece,
+                         score=score, type=kind)
+    spec = model.trainer_spec
+    spec.model_type = sp.TrainerSpec.BPE
+    spec.vocab_size = len(pieces)
+    spec.byte_fallback = True
+    spec.split_digits = True
+    spec.allow_whitespace_only_pieces = True
+    spec.pad_id, spec.eos_id, spec.bos_id, spec.unk_id = (pieces.index(p) for p in ("<pad>", "<eos>", "<bos>", "<unk>"))
+    spec.pad_piece, spec.eos_piece, spec.bos_piece, spec.unk_piece = "<pad>", "<eos>", "<bos>", "<unk>"
+    # Gemma 3 does no normalisation and adds no dummy prefix; spaces become "▁".
+    normalizer = model.normalizer_spec
+    normalizer.name = "identity"
+    normalizer.add_dummy_prefix = False
+    normalizer.remove_extra_whitespaces = False
+    normalizer.escape_whitespaces = True
+    return model.SerializeToString()
