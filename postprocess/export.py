@@ -29,13 +29,14 @@ from contract.config import REPO_ROOT, PipelineConfig, Recipe, add_stage_argumen
 from contract.errors import UserError, run_cli
 from contract.outputs import write_text_atomic
 from contract.prompt import prompt_messages, system_prompt
-from contract.rows import read_rows, stop_token_ids
+from contract.rows import Example, read_rows, stop_token_ids
 from contract.tokenizer import SENTENCEPIECE_FILE, load_tokenizer
 
 TOOLS_DIR = REPO_ROOT / ".tools"
 # Types the converter writes itself; k-quants are quantized from its f16 output.
 CONVERTER_TYPES = ("f16", "bf16", "q8_0")
 LLAMA_FTYPE = {"q4_k_m": 15}  # llama.h: LLAMA_FTYPE_MOSTLY_Q4_K_M
+LLAMA_SIZE_ORDER = ("q4_k_m", "q8_0", "f16", "bf16")  # smallest first
 
 
 def gguf_name(outtype: str) -> str:
@@ -111,6 +112,15 @@ def ollama_template(tokenizer: Any) -> str:
     return text.removeprefix(tokenizer.bos_token).replace(system, "{{ .System }}").replace(query, "{{ .Prompt }}")
 
 
+def ollama_file(results: Sequence[Parity], agreement: float = 0.9) -> str:
+    """The smallest file that answers as the HF model does on at least 90 % of the examples (4-bit 270M may not),
+    else the most faithful one."""
+    faithful = [r for r in results if r.agreement >= agreement]
+    if not faithful:
+        return max(results, key=lambda r: r.agreement).file
+    return min(faithful, key=lambda r: LLAMA_SIZE_ORDER.index(r.file.removeprefix("model-").removesuffix(".gguf"))).file
+
+
 def modelfile(gguf_file: str, tokenizer: Any, prompt: str, context: int) -> str:
     for text in (prompt, ollama_template(tokenizer)):
         if '"""' in text:
@@ -132,6 +142,7 @@ class Parity:
     examples: int
     same_prompt_tokens: int  # llama.cpp's tokenization of the rendered prompt == our ids
     same_answers: int  # greedy answers (decoded text) equal to the HF model's
+    correct: int  # answers equal to the label (as parsed JSON)
     llama_cpp_seconds: float
     mismatches: list[dict[str, str]]
 
@@ -161,10 +172,19 @@ def llama_cpp_answers(gguf_file: Path, texts: Sequence[str], stops: Sequence[int
     return prompts, answers, time.perf_counter() - start
 
 
-def parity(gguf_files: Sequence[Path], model_dir: Path, queries: Sequence[str], prompt: str,
-           max_new_tokens: int, context: int) -> tuple[list[Parity], float]:
+def is_correct(answer: str, label: str) -> bool:
+    try:
+        return json.loads(answer) == json.loads(label)
+    except json.JSONDecodeError:
+        return False
+
+
+def parity(gguf_files: Sequence[Path], model_dir: Path, examples: Sequence[Example], prompt: str,
+           max_new_tokens: int, context: int) -> tuple[list[Parity], dict[str, Any]]:
+    """Each GGUF's answers against the HF model's (and both against the labels) on the same examples."""
     from evaluation.generate import Generator, load_model
 
+    queries = [example.query for example in examples]
     model, tokenizer = load_model(model_dir)
     generator = Generator(model, tokenizer, prompt, max_new_tokens)
     expected_prompts = generator.prompts(queries)
@@ -173,7 +193,8 @@ def parity(gguf_files: Sequence[Path], model_dir: Path, queries: Sequence[str], 
     for batch, answers in generator.answer(queries, batch_size=len(queries)):
         for i, answer in zip(batch, answers, strict=True):
             expected[i] = answer.text
-    hf_seconds = time.perf_counter() - start
+    hf = {"correct": sum(is_correct(e, x.answer) for e, x in zip(expected, examples, strict=True)),
+          "seconds": round(time.perf_counter() - start, 1)}
     texts = [tokenizer.apply_chat_template(prompt_messages(q, prompt), tokenize=False, add_generation_prompt=True)
              for q in queries]
     results = []
@@ -185,11 +206,12 @@ def parity(gguf_files: Sequence[Path], model_dir: Path, queries: Sequence[str], 
             file=gguf_file.name, examples=len(queries),
             same_prompt_tokens=sum(p == e for p, e in zip(prompts, expected_prompts, strict=True)),
             same_answers=sum(g == e for g, e in zip(got, expected, strict=True)),
+            correct=sum(is_correct(g, x.answer) for g, x in zip(got, examples, strict=True)),
             llama_cpp_seconds=round(seconds, 1),
             mismatches=[{"query": q, "hf": e, "llama_cpp": g}
                         for q, e, g in zip(queries, expected, got, strict=True) if g != e][:5],
         ))
-    return results, round(hf_seconds, 1)
+    return results, hf
 
 
 def export(config: PipelineConfig, recipe: Recipe, model_dir: Path, out_dir: Path) -> dict[str, Any]:
@@ -205,24 +227,25 @@ def export(config: PipelineConfig, recipe: Recipe, model_dir: Path, out_dir: Pat
             files.append(out_dir / gguf_name(outtype))
             print(f"converting {shown(model_dir)} -> {shown(files[-1])}", flush=True)
             convert(source, model_input, outtype, files[-1])
-    # Ollama gets the smallest file written.
-    write_text_atomic(out_dir / "Modelfile", modelfile(min(files, key=lambda f: f.stat().st_size).name, tokenizer,
-                                                       prompt, recipe.sequence_len))
-    queries = [example.query for example in read_rows(recipe.eval_file.read_text(encoding="utf-8"))]
-    queries = queries[:options.parity_examples]
-    print(f"parity: greedy answers of the HF model and of each GGUF on {len(queries)} eval examples", flush=True)
-    results, hf_seconds = parity(files, model_dir, queries, prompt, options.parity_max_new_tokens,
-                                 recipe.sequence_len + options.parity_max_new_tokens)
+    examples = read_rows(recipe.eval_file.read_text(encoding="utf-8"))[:options.parity_examples]
+    print(f"parity: greedy answers of the HF model and of each GGUF on {len(examples)} eval examples", flush=True)
+    results, hf = parity(files, model_dir, examples, prompt, options.parity_max_new_tokens,
+                         recipe.sequence_len + options.parity_max_new_tokens)
+    chosen = ollama_file(results)
+    write_text_atomic(out_dir / "Modelfile", modelfile(chosen, tokenizer, prompt, recipe.sequence_len))
     report = {
         "model": shown(model_dir), "llama_cpp_python": metadata.version("llama_cpp_python"),
-        "max_new_tokens": options.parity_max_new_tokens, "hf_seconds": hf_seconds,
+        "max_new_tokens": options.parity_max_new_tokens, "hf": hf, "modelfile": chosen,
         "files": [{**asdict(r), "agreement": r.agreement} for r in results],
         "config": config.model_dump(mode="json", by_alias=True),
     }
     write_text_atomic(out_dir / "gguf_parity.json", json.dumps(report, indent=2) + "\n")
+    print(f"HF model: {hf['correct']}/{len(examples)} equal to the label, {hf['seconds']} s")
     for r in results:
         print(f"{r.file}: prompt tokens identical {r.same_prompt_tokens}/{r.examples}, greedy answers identical "
-              f"{r.same_answers}/{r.examples} ({r.agreement:.0%}), {r.llama_cpp_seconds} s (HF: {hf_seconds} s)")
+              f"{r.same_answers}/{r.examples} ({r.agreement:.0%}), {r.correct}/{r.examples} equal to the label, "
+              f"{r.llama_cpp_seconds} s")
+    print(f"Modelfile -> {chosen}")
     return report
 
 

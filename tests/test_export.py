@@ -13,7 +13,7 @@ import pytest
 
 from contract.config import load_config
 from contract.prompt import prompt_messages, system_prompt
-from postprocess.export import ollama_template
+from postprocess.export import Parity, ollama_file, ollama_template
 from tests.conftest import REPO_ROOT, write_project
 from training.base_model import gguf_path
 from training.gguf_tokenizer import gguf_vocab
@@ -42,7 +42,17 @@ def test_export_writes_the_gguf_files_the_modelfile_and_the_parity_report(export
     names = {p.name for p in exported.iterdir()}
     assert {"model-f16.gguf", "model-q8_0.gguf", "Modelfile", "gguf_parity.json"} <= names
     assert not any(name.endswith(".partial") for name in names)
-    assert "FROM ./model-q8_0.gguf" in (exported / "Modelfile").read_text()
+    report = json.loads((exported / "gguf_parity.json").read_text())
+    assert f"FROM ./{report['modelfile']}\n" in (exported / "Modelfile").read_text()
+
+
+def test_ollama_gets_the_smallest_file_that_answers_as_the_hf_model() -> None:
+    def result(name: str, same: int) -> Parity:
+        return Parity(f"model-{name}.gguf", 20, 20, same, 0, 1.0, [])
+
+    assert ollama_file([result("f16", 20), result("q8_0", 18), result("q4_k_m", 0)]) == "model-q8_0.gguf"
+    assert ollama_file([result("f16", 20), result("q8_0", 17)]) == "model-f16.gguf"
+    assert ollama_file([result("q8_0", 12), result("q4_k_m", 9)]) == "model-q8_0.gguf"
 
 
 def test_llama_cpp_tokenizes_every_prompt_to_our_ids(exported) -> None:
