@@ -18,7 +18,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from contract.config import Recipe, shown
-from contract.outputs import write_json_atomic
+from contract.outputs import write_json_atomic, write_text_atomic
 from contract.prompt import prompt_token_ids
 from contract.rows import stop_token_ids
 from contract.tokenizer import load_tokenizer
@@ -173,6 +173,12 @@ class Resumable:
         for row in rows:
             self.done[row["index"]] = row
 
+    def sort(self) -> list[dict]:
+        """Once every row is in: the file rewritten in input order (batches run longest prompt first)."""
+        rows = [self.done[i] for i in sorted(self.done)]
+        write_text_atomic(self.path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        return rows
+
 
 def run_resumable(generator: Generator, queries: Sequence[str], store: Resumable, batch_size: int, desc: str,
                   row: Callable[[int, Answer], dict]) -> list[dict]:
@@ -182,4 +188,4 @@ def run_resumable(generator: Generator, queries: Sequence[str], store: Resumable
         for positions, answers in generator.answer([queries[i] for i in todo], batch_size):
             store.append([row(todo[p], a) for p, a in zip(positions, answers, strict=True)])
             bar.update(len(positions))
-    return [store.done[i] for i in range(len(queries))]
+    return store.sort()

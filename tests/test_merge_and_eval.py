@@ -98,12 +98,13 @@ def test_eval_after_retraining_does_not_report_the_old_model(report: Project) ->
 
 def test_predict_answers_every_line_of_a_text_file_schema_valid(merged: Project, tmp_path) -> None:
     queries = tmp_path / "queries.txt"
-    queries.write_text("wake me up at seven am\nturn off the kitchen lights\n")
+    # the shorter query first: batches run longest first, the file is still in input order
+    queries.write_text("lights off\nwake me up at seven am tomorrow please\n")
     answers = tmp_path / "answers.jsonl"
     make("predict", *merged.make_args(), f"PREDICT_ARGS=--input {queries} --output {answers} --max-new-tokens 96 "
          "--max-string-chars 16 --max-items 2")
     rows = [json.loads(line) for line in answers.read_text().splitlines()]
-    assert [r["line"] for r in rows] == [1, 2] and rows[1]["query"] == "turn off the kitchen lights"
+    assert [r["line"] for r in rows] == [1, 2] and rows[0]["query"] == "lights off"
     assert all(r["schema_valid"] and isinstance(r["answer"], dict) for r in rows)
 
 
