@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from contract.config import PipelineConfig, Recipe, shown
+from contract.config import PipelineConfig, Recipe, resolve, shown
 from contract.outputs import write_text_atomic
 from contract.prompt import compact_json, system_prompt
 from contract.schema import load_schema
@@ -25,6 +25,39 @@ def metrics_table(metrics: dict[str, Any] | None) -> str:
         rows.append(f"| {variant} | {m['schema_valid']:.1%} | {m['exact_match']:.1%} | "
                     + " | ".join(f"{v:.1%}" for v in m["field_accuracy"].values()) + " |")
     return "\n".join(rows) + f"\n\nOn {metrics['context']['data']}; {metrics['context']['decoding']}."
+
+
+def gguf_section(model_dir: Path) -> str:
+    parity_file = model_dir / "gguf_parity.json"
+    if not parity_file.exists():
+        return ("GGUF for llama.cpp / Ollama / LM Studio: `make export` writes it here, with a parity check against "
+                "this model.")
+    parity = json.loads(parity_file.read_text())
+    rows = "\n".join(f"| `{f['file']}` | {f['same_prompt_tokens']}/{f['examples']} | "
+                     f"{f['same_answers']}/{f['examples']} | {f['correct']}/{f['examples']} |" for f in parity["files"])
+    return f"""GGUF (llama.cpp, Ollama, LM Studio), checked against this model on {parity['files'][0]['examples']} eval
+examples (greedy; `gguf_parity.json`; the HF model itself: {parity['hf']['correct']} equal to the label):
+
+| file | prompt tokens identical | answers identical | answers equal to the label |
+|---|---|---|---|
+{rows}
+
+llama-cpp-python, with the schema enforced by llama.cpp's grammar (the GGUF carries the chat template):
+
+```python
+from llama_cpp import Llama
+llm = Llama("{parity['modelfile']}", n_ctx=1024)
+llm.create_chat_completion(messages=[{{"role": "system", "content": PROMPT}}, {{"role": "user", "content": query}}],
+                           response_format={{"type": "json_object", "schema": SCHEMA}}, temperature=0)
+```
+
+Ollama (not run here), with the prompt in the `Modelfile` and the schema as `format`:
+
+```bash
+ollama create my-extractor -f Modelfile
+curl http://localhost:11434/api/chat -d '{{"model": "my-extractor", "stream": false, "format": SCHEMA,
+  "messages": [{{"role": "user", "content": "turn off the kitchen lights"}}]}}'
+```"""
 
 
 def model_card(model_dir: Path, config: PipelineConfig, recipe: Recipe, metrics: dict[str, Any] | None) -> str:
@@ -73,6 +106,8 @@ transformers, with the schema enforced (xgrammar), as this repo's `make predict`
 python -m evaluation.predict --model {shown(model_dir)} --input queries.txt --output answers.jsonl
 ```
 
+{gguf_section(model_dir)}
+
 vLLM (not run here: vLLM needs a newer torch than the GPU machines this was built on), with the schema as
 structured output:
 
@@ -84,6 +119,12 @@ vllm serve {shown(model_dir)} --generation-config auto
 
 Trained by `{shown(recipe.path)}` with the settings recorded in `merge_proof.json`.
 """
+
+
+def latest_metrics(config: PipelineConfig, recipe: Recipe, metrics_file: Path | None = None) -> dict[str, Any] | None:
+    """The recipe's last `make eval` metrics (reports/<recipe>/metrics.json), if there are any."""
+    path = metrics_file or resolve(config.eval.reports_dir) / recipe.path.stem / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def write_card(model_dir: Path, config: PipelineConfig, recipe: Recipe, metrics: dict[str, Any] | None) -> Path:

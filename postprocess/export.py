@@ -31,6 +31,7 @@ from contract.outputs import write_text_atomic
 from contract.prompt import prompt_messages, system_prompt
 from contract.rows import Example, read_rows, stop_token_ids
 from contract.tokenizer import SENTENCEPIECE_FILE, load_tokenizer
+from postprocess.card import latest_metrics, write_card
 
 TOOLS_DIR = REPO_ROOT / ".tools"
 # Types the converter writes itself; k-quants are quantized from its f16 output.
@@ -246,6 +247,8 @@ def export(config: PipelineConfig, recipe: Recipe, model_dir: Path, out_dir: Pat
               f"{r.same_answers}/{r.examples} ({r.agreement:.0%}), {r.correct}/{r.examples} equal to the label, "
               f"{r.llama_cpp_seconds} s")
     print(f"Modelfile -> {chosen}")
+    if out_dir == model_dir and (model_dir / "merge_proof.json").exists():  # a merged model: its card lists the files
+        write_card(model_dir, config, recipe, latest_metrics(config, recipe))
     return report
 
 

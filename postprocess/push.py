@@ -10,7 +10,6 @@ states, checkpoints or training arguments.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from contract.config import Recipe, add_stage_arguments, config_from_args, resolve, shown
 from contract.errors import UserError, run_cli
-from postprocess.card import write_card
+from postprocess.card import latest_metrics, write_card
 
 UPLOAD = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json", "tokenizer.json",
           "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "NOTICE", "README.md",
@@ -48,9 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_dir = resolve(args.model or recipe.output_dir / "merged")
     if not (model_dir / "merge_proof.json").exists():
         raise UserError(f"{shown(model_dir)}: no merged model with a merge proof there; run `make merge` first")
-    metrics_file = args.metrics or resolve(config.eval.reports_dir) / recipe.path.stem / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
-    write_card(model_dir, config, recipe, metrics)
+    write_card(model_dir, config, recipe, latest_metrics(config, recipe, args.metrics))
     plan = upload_plan(model_dir)
     print(f"upload to {args.repo}: " + ", ".join(p.name for p in plan))
     if args.dry_run:
