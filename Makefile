@@ -25,6 +25,7 @@ MERGE_ARGS ?=
 EVAL_ARGS ?=
 PREDICT_ARGS ?=
 EXPORT_ARGS ?=
+PUSH_ARGS ?=
 HAS_GPU = $(shell $(PY) -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null)
 # quickstart on a CPU: 48 steps of 8 examples (384 of the 1,826) at a higher learning rate, scored constrained on the
 # first 100 eval examples: what 2 cores can teach in ~10 minutes (README, "Set up and run")
@@ -85,9 +86,10 @@ $(LLAMA_CPP_SRC)/.built:
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install --quiet -c constraints.txt $(LLAMA_CPP_SRC)
 	touch $@
 
-# Upload the merged model with its card: make push HUB_REPO=you/name (HF_TOKEN from the environment).
+# Upload the merged model with its card: make push HUB_REPO=you/name (HF_TOKEN from the environment);
+# PUSH_ARGS=--dry-run writes the card and prints what would go up.
 push:
-	HF_HUB_OFFLINE=0 $(PY) -m postprocess.push $(STAGE) --repo $(HUB_REPO) $(if $(MODEL),--model $(MODEL))
+	HF_HUB_OFFLINE=0 $(PY) -m postprocess.push $(STAGE) --repo $(HUB_REPO) $(if $(MODEL),--model $(MODEL)) $(PUSH_ARGS)
 
 quickstart:
 	$(MAKE) train merge eval CONFIG=axolotl_configs/gemma3-270m-lora.yaml \

@@ -21,8 +21,9 @@ from contract.errors import UserError, run_cli
 from postprocess.card import latest_metrics, write_card
 
 UPLOAD = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json", "tokenizer.json",
-          "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "NOTICE", "README.md",
-          "merge_proof.json", "*.gguf", "Modelfile", "preprocessor_config.json", "processor_config.json")
+          "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "NOTICE",
+          "README.md", "merge_proof.json", "*.gguf", "Modelfile", "gguf_parity.json", "preprocessor_config.json",
+          "processor_config.json")
 NEVER = ("optimizer*", "scheduler*", "rng_state*", "training_args.bin", "trainer_state.json", "*token*.txt", ".env")
 
 
