@@ -217,6 +217,8 @@ def parity(gguf_files: Sequence[Path], model_dir: Path, examples: Sequence[Examp
 
 def export(config: PipelineConfig, recipe: Recipe, model_dir: Path, out_dir: Path) -> dict[str, Any]:
     options = config.export
+    if not recipe.eval_file.exists():
+        raise UserError(f"{shown(recipe.eval_file)} is missing (the parity check decodes eval examples): `make data`")
     source = llama_cpp_source()
     tokenizer = load_tokenizer(model_dir)
     prompt = system_prompt(config)
@@ -238,7 +240,7 @@ def export(config: PipelineConfig, recipe: Recipe, model_dir: Path, out_dir: Pat
         "model": shown(model_dir), "llama_cpp_python": metadata.version("llama_cpp_python"),
         "max_new_tokens": options.parity_max_new_tokens, "hf": hf, "modelfile": chosen,
         "files": [{**asdict(r), "agreement": r.agreement} for r in results],
-        "config": config.model_dump(mode="json", by_alias=True),
+        "config": config.as_record(),
     }
     write_text_atomic(out_dir / "gguf_parity.json", json.dumps(report, indent=2) + "\n")
     print(f"HF model: {hf['correct']}/{len(examples)} equal to the label, {hf['seconds']} s")
