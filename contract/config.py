@@ -258,6 +258,11 @@ class Recipe:
                             f"{shown(self.train_file)} and {shown(self.eval_file)}")
         return self.train_file.parent
 
+    @property
+    def merged_dir(self) -> Path:
+        """Where `make merge` writes the merged model, and where predict, export and push look for it."""
+        return self.output_dir / "merged"
+
 
 def _local_or_hub(name: str) -> str:
     """Recipes name local models relative to the repo root (as Axolotl, run from the root, reads them)."""

@@ -37,7 +37,7 @@ def model_source(recipe: Recipe, args: argparse.Namespace) -> tuple[str | Path, 
     """(model, adapter) to load: the merged dir, or the recipe's base with --adapter."""
     if args.adapter:
         return recipe.base_model, args.adapter
-    return args.model or recipe.output_dir / "merged", None
+    return args.model or recipe.merged_dir, None
 
 
 def pick_device() -> str:

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipe = Recipe.load(config.recipe)
     base = args.base or recipe.base_model
     adapter = args.adapter or recipe.output_dir
-    out = args.out or recipe.output_dir / "merged"
+    out = args.out or recipe.merged_dir
     require_complete(adapter)
     adapter_shapes(adapter)  # a missing or torn adapter file is named before the base is loaded
     tokenizer = load_tokenizer(adapter, fix=f"{shown(adapter)} has no tokenizer: is it the output_dir of a "

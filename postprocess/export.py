@@ -30,6 +30,7 @@ from contract.errors import UserError, run_cli
 from contract.outputs import write_text_atomic
 from contract.prompt import prompt_messages, system_prompt
 from contract.rows import Example, read_rows, stop_token_ids
+from contract.schema import load_schema, validator
 from contract.tokenizer import SENTENCEPIECE_FILE, load_tokenizer
 from postprocess.card import latest_metrics, write_card
 
@@ -57,7 +58,7 @@ def llama_cpp_source() -> Path:
     return source
 
 
-def converter_input(model_dir: Path, staging: Path) -> Path:
+def converter_input(model_dir: Path, tokenizer: Any, staging: Path) -> Path:
     """The model directory as llama.cpp's converter reads it: every file linked, plus a tokenizer_config.json that
     lists the added tokens (transformers 5 no longer writes them there; without them the converter turns
     Gemma's user-defined pieces such as "\\n\\n" into ordinary ones and llama.cpp tokenizes differently)."""
@@ -67,7 +68,6 @@ def converter_input(model_dir: Path, staging: Path) -> Path:
     for path in model_dir.iterdir():
         if path.is_file() and path.suffix != ".gguf":
             (staging / path.name).symlink_to(path.resolve())
-    tokenizer = load_tokenizer(model_dir)
     config = json.loads((model_dir / "tokenizer_config.json").read_text())
     config["added_tokens_decoder"] = {
         str(i): {"content": t.content, "special": t.special, "normalized": t.normalized, "lstrip": t.lstrip,
@@ -123,14 +123,15 @@ def ollama_file(results: Sequence[Parity], agreement: float = 0.9) -> str:
 
 
 def modelfile(gguf_file: str, tokenizer: Any, prompt: str, context: int) -> str:
-    for text in (prompt, ollama_template(tokenizer)):
+    template = ollama_template(tokenizer)
+    for text in (prompt, template):
         if '"""' in text:
             raise UserError('the system prompt contains """, which an Ollama Modelfile cannot quote')
     stops = "".join(f'PARAMETER stop "{tokenizer.convert_ids_to_tokens(i)}"\n' for i in stop_token_ids(tokenizer))
     return f"""# Ollama: `ollama create my-extractor -f Modelfile`, then `ollama run my-extractor "<query>"`;
 # pass the schema as "format" in API requests to enforce it. Written by `python -m postprocess.export`.
 FROM ./{gguf_file}
-TEMPLATE \"\"\"{ollama_template(tokenizer)}\"\"\"
+TEMPLATE \"\"\"{template}\"\"\"
 SYSTEM \"\"\"{prompt}\"\"\"
 {stops}PARAMETER temperature 0
 PARAMETER num_ctx {context}
@@ -173,17 +174,18 @@ def llama_cpp_answers(gguf_file: Path, texts: Sequence[str], stops: Sequence[int
     return prompts, answers, time.perf_counter() - start
 
 
-def is_correct(answer: str, label: str) -> bool:
-    try:
-        return json.loads(answer) == json.loads(label)
-    except json.JSONDecodeError:
-        return False
-
-
-def parity(gguf_files: Sequence[Path], model_dir: Path, examples: Sequence[Example], prompt: str,
+def parity(gguf_files: Sequence[Path], model_dir: Path, examples: Sequence[Example], prompt: str, schema: dict,
            max_new_tokens: int, context: int) -> tuple[list[Parity], dict[str, Any]]:
     """Each GGUF's answers against the HF model's (and both against the labels) on the same examples."""
     from evaluation.generate import Generator, load_model
+    from evaluation.scoring import example_verdicts
+
+    check = validator(schema)
+
+    def correct(answers: Sequence[str]) -> int:
+        """Answers equal to their label, as evaluation's exact match counts them."""
+        return sum(example_verdicts(answer, json.loads(example.answer), check)["exact_match"]
+                   for answer, example in zip(answers, examples, strict=True))
 
     queries = [example.query for example in examples]
     model, tokenizer = load_model(model_dir)
@@ -194,7 +196,7 @@ def parity(gguf_files: Sequence[Path], model_dir: Path, examples: Sequence[Examp
     for batch, answers in generator.answer(queries, batch_size=len(queries)):
         for i, answer in zip(batch, answers, strict=True):
             expected[i] = answer.text
-    hf = {"correct": sum(is_correct(e, x.answer) for e, x in zip(expected, examples, strict=True)),
+    hf = {"correct": correct(expected),
           "seconds": round(time.perf_counter() - start, 1)}
     texts = [tokenizer.apply_chat_template(prompt_messages(q, prompt), tokenize=False, add_generation_prompt=True)
              for q in queries]
@@ -207,7 +209,7 @@ def parity(gguf_files: Sequence[Path], model_dir: Path, examples: Sequence[Examp
             file=gguf_file.name, examples=len(queries),
             same_prompt_tokens=sum(p == e for p, e in zip(prompts, expected_prompts, strict=True)),
             same_answers=sum(g == e for g, e in zip(got, expected, strict=True)),
-            correct=sum(is_correct(g, x.answer) for g, x in zip(got, examples, strict=True)),
+            correct=correct(got),
             llama_cpp_seconds=round(seconds, 1),
             mismatches=[{"query": q, "hf": e, "llama_cpp": g}
                         for q, e, g in zip(queries, expected, got, strict=True) if g != e][:5],
@@ -225,15 +227,15 @@ def export(config: PipelineConfig, recipe: Recipe, model_dir: Path, out_dir: Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     with tempfile.TemporaryDirectory() as tmp:
-        model_input = converter_input(model_dir, Path(tmp))
+        model_input = converter_input(model_dir, tokenizer, Path(tmp))
         for outtype in options.outtypes:
             files.append(out_dir / gguf_name(outtype))
             print(f"converting {shown(model_dir)} -> {shown(files[-1])}", flush=True)
             convert(source, model_input, outtype, files[-1])
     examples = read_rows(recipe.eval_file.read_text(encoding="utf-8"))[:options.parity_examples]
     print(f"parity: greedy answers of the HF model and of each GGUF on {len(examples)} eval examples", flush=True)
-    results, hf = parity(files, model_dir, examples, prompt, options.parity_max_new_tokens,
-                         recipe.sequence_len + options.parity_max_new_tokens)
+    results, hf = parity(files, model_dir, examples, prompt, load_schema(config.path("schema_path")),
+                         options.parity_max_new_tokens, recipe.sequence_len + options.parity_max_new_tokens)
     chosen = ollama_file(results)
     write_text_atomic(out_dir / "Modelfile", modelfile(chosen, tokenizer, prompt, recipe.sequence_len))
     report = {
@@ -262,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = config_from_args(args)
     recipe = Recipe.load(config.recipe)
-    model_dir = resolve(args.model or recipe.output_dir / "merged")
+    model_dir = resolve(args.model or recipe.merged_dir)
     if not (model_dir / "config.json").exists():
         raise UserError(f"{shown(model_dir)}: not a model directory; run `make merge` first or pass --model")
     report = export(config, recipe, model_dir, resolve(args.out or model_dir))

@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = config_from_args(args)
     recipe = Recipe.load(config.recipe)
-    model_dir = resolve(args.model or recipe.output_dir / "merged")
+    model_dir = resolve(args.model or recipe.merged_dir)
     if not (model_dir / "merge_proof.json").exists():
         raise UserError(f"{shown(model_dir)}: no merged model with a merge proof there; run `make merge` first")
     write_card(model_dir, config, recipe, latest_metrics(config, recipe, args.metrics))
