@@ -34,7 +34,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "full-head": ("output layer at every position", {"loss_positions_only": False}),
     "no-checkpointing": ("gradient checkpointing off", {"gradient_checkpointing": False}),
     "pad-8": ("batches padded to a multiple of 8 instead of 64", {"pad_to_multiple_of": 8}),
-    "batch-32": ("micro-batch 32 (x1 accumulation) instead of 8 x 2", {"micro_batch_size": 32,
+    "batch-32": ("micro-batch 32 instead of 16 (the same examples in half the steps)", {"micro_batch_size": 32,
                                                                       "gradient_accumulation_steps": 1}),
 }
 TIMER = "bench.step_timer.StepTimerPlugin"

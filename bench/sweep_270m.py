@@ -17,6 +17,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -175,7 +176,23 @@ def main(argv: list[str] | None = None) -> int:
     spec, experiments = load_experiments(args.experiments)
     if unknown := [n for n in args.names if not any(fnmatch(e.name, n) for e in experiments)]:
         parser.error(f"unknown experiment(s) {unknown}")
-    chosen = [e for e in experiments if not args.names or any(fnmatch(e.name, n) for n in args.names)]
+    # In the order the names are given (put the longest first: the pool then finishes together).
+    chosen = [e for pattern in args.names or ["*"] for e in experiments if fnmatch(e.name, pattern)]
+    chosen = list({e.name: e for e in reversed(chosen)}.values())[::-1]  # a name matched twice runs once
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+    results_file = args.log_dir / "results.json"
+    merged = {r["name"]: r for r in json.loads(results_file.read_text())} if results_file.exists() else {}
+    lock = threading.Lock()
+
+    def record(result: dict[str, Any]) -> None:
+        """Written after every experiment: a lease that ends mid-sweep keeps what finished."""
+        with lock:
+            merged[result["name"]] = result
+            results_file.write_text(json.dumps(list(merged.values()), indent=2) + "\n")
+            (args.log_dir / "results.md").write_text(tables(list(merged.values())) + "\n")
+            log = SWEEP_DIR / result["name"] / "log.txt"
+            kept = [line for line in log.read_text().splitlines(keepends=True) if "it/s]" not in line]
+            (args.log_dir / f"{result['name']}.log").write_text("".join(kept))
 
     def attempt(experiment: Experiment) -> dict[str, Any] | None:
         try:
@@ -183,30 +200,23 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.CalledProcessError as err:
             print(f"{experiment.name}: FAILED ({' '.join(err.cmd[1:4])}); log: outputs/sweep/{experiment.name}/log.txt",
                   flush=True)
+            log = SWEEP_DIR / experiment.name / "log.txt"
+            if log.exists():
+                (args.log_dir / f"{experiment.name}.log").write_text(log.read_text())
             return None
+        record(result)
         m = result.get("tuned+constrained") or result.get("tuned")
         print(f"{experiment.name}: done in {result['wall_s']} s: exact {m['exact_match']:.1%}", flush=True)
         return result
 
     with ThreadPoolExecutor(args.parallel) as pool:
         results = [r for r in pool.map(attempt, chosen) if r]
-    args.log_dir.mkdir(parents=True, exist_ok=True)
-    for experiment in chosen:  # the logs come back with the results
-        log = SWEEP_DIR / experiment.name / "log.txt"
-        if log.exists():
-            kept = [line for line in log.read_text().splitlines(keepends=True) if "it/s]" not in line]
-            (args.log_dir / f"{experiment.name}.log").write_text("".join(kept))
-    if not results:
-        return 1
-    previous = json.loads((args.log_dir / "results.json").read_text()) if (args.log_dir / "results.json").exists() \
-        else []
-    merged = {r["name"]: r for r in previous} | {r["name"]: r for r in results}
-    (args.log_dir / "results.json").write_text(json.dumps(list(merged.values()), indent=2) + "\n")
-    text = "\n\n".join(f"### {variant}\n\n{table(list(merged.values()), variant)}"
-                       for variant in ("tuned+constrained", "tuned"))
-    (args.log_dir / "results.md").write_text(text + "\n")
-    print(text)
+    print(tables(list(merged.values())))
     return 0 if len(results) == len(chosen) else 1
+
+
+def tables(rows: list[dict[str, Any]]) -> str:
+    return "\n\n".join(f"### {variant}\n\n{table(rows, variant)}" for variant in ("tuned+constrained", "tuned"))
 
 
 if __name__ == "__main__":
