@@ -89,5 +89,39 @@ def test_the_output_layer_at_labelled_positions_only_gives_the_full_loss_and_gra
     grads = torch.autograd.grad(gathered.loss, params)
 
     assert gathered.logits.shape[0] == int((labels[:, 1:] != -100).sum())  # projected: labelled positions only
-    assert torch.allclose(gathered.loss, full, rtol=1e-10)
+    # transformers computes the cross-entropy in float32 whatever the model's dtype, and so does the plugin: the two
+    # losses differ only by float32 summation order
+    assert torch.allclose(gathered.loss, full, rtol=1e-6)
     assert all(torch.allclose(a, b, rtol=1e-8, atol=1e-12) for a, b in zip(grads, full_grads, strict=True))
+
+
+def test_a_tokenizer_is_fingerprinted_by_its_content(base_model_dir: Path) -> None:
+    from datasets.fingerprint import Hasher
+
+    from contract.tokenizer import load_tokenizer
+    from training.plugin import fast_tokenizer_fingerprints
+
+    fast_tokenizer_fingerprints()
+    first, again = load_tokenizer(base_model_dir), load_tokenizer(base_model_dir)
+    assert Hasher.hash(first) == Hasher.hash(again)  # two loads of one tokenizer: one cache entry
+    again.chat_template = again.chat_template.replace("<start_of_turn>", "<start_of_turn> ")
+    assert Hasher.hash(first) != Hasher.hash(again)  # another template tokenizes differently: another entry
+    again.add_tokens(["<new-token>"])
+    assert Hasher.hash(load_tokenizer(base_model_dir)) != Hasher.hash(again)
+
+
+def test_a_single_worker_maps_in_this_process_with_the_same_result(tmp_path: Path) -> None:
+    import os
+
+    from datasets import Dataset
+
+    from training.plugin import single_worker_in_process
+
+    rows = Dataset.from_dict({"query": ["turn off the lights", "wake me up at seven tomorrow"]})
+    pooled = rows.map(lambda row: {"pid": os.getpid(), "length": len(row["query"])}, num_proc=1)
+    single_worker_in_process()
+    here = rows.map(lambda row: {"pid": os.getpid(), "length": len(row["query"])}, num_proc=1)
+    assert set(pooled["pid"]) != {os.getpid()} and set(here["pid"]) == {os.getpid()}
+    assert here["length"] == pooled["length"] == [19, 28]
+    here.save_to_disk(str(tmp_path / "saved"), num_proc=1)
+    assert Dataset.load_from_disk(str(tmp_path / "saved"))["length"] == [19, 28]
