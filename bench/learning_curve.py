@@ -15,8 +15,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from tabulate import tabulate  # noqa: E402
+import matplotlib.pyplot as plt
+from tabulate import tabulate
 
 METRICS = {"exact match": "exact_match", "intent": "intent_accuracy", "entity F1": "entities_f1"}
 VARIANT = "tuned+constrained"
