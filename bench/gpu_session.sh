@@ -5,9 +5,11 @@
 #   2. the whole 270M pipeline, timed stage by stage, alone on the GPU (also: the shipped recipe trains clean);
 #   3. the price of the cuDNN fix: shipped (sdpa, cuDNN off) vs cuDNN left on vs eager, side by side;
 #   4. the quality sweep (longest first, several at once): recipe levers on dev, half the data, and the learning
-#      curve (two seeds per point, scored on eval; `curve-all-*` are the shipped recipe at two more seeds).
+#      curve (two seeds per point, scored on eval; `curve-all-*` are the shipped recipe at two more seeds);
+#   5. the dev winner (bench/pick.py's rule) trained on the whole train split, two seeds, scored on eval.
 #   bash bench/gpu_session.sh /tmp/gpu-logs          # on the GPU machine, from the repo root, after staging
-# The previous prompt comparison is seeded into the sweep's results so `python -m bench.pick recipe` can compare.
+#   STEPS="final" bash bench/gpu_session.sh ...      # only the named steps (base-model and data always run)
+# Ran on an H200 on 2026-12-02: steps 1-4 took 21 minutes after staging (reports/measured/h200-2026-12-02/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${1:-/tmp/gpu-logs}
@@ -16,15 +18,23 @@ mkdir -p "$LOG/sweep"
 export PY=${PY:-python3} PYTHONUNBUFFERED=1
 step() { echo "=== $(date +%T) $*" | tee -a "$LOG/steps.txt"; }
 run() { local name=$1; shift; step "$name"; "$@" > "$LOG/$name.log" 2>&1 || step "!!! $name failed (exit $?)"; }
+want() { [ -z "${STEPS:-}" ] || [[ " $STEPS " == *" $1 "* ]]; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$LOG/gpu.txt" 2>&1
-cp reports/measured/h100-2026-11-25/sweep-prompts/results.json "$LOG/sweep/results.json" 2>/dev/null
+# the last measured sweep (the prompt comparison included): new rows replace old ones, the winner is picked from all
+cp reports/measured/h200-2026-12-02/sweep/results.json "$LOG/sweep/results.json"
 run base-model make base-model PY="$PY"
 run data make data PY="$PY"
-run cudnn-sdpa-nan "$PY" -m bench.cudnn_sdpa_nan
-run matmul-peak "$PY" -m bench.matmul_peak
-run pipeline-270m "$PY" -m bench.pipeline_270m --out "$LOG/pipeline-270m.json"
-run speed-270m "$PY" -m bench.speed_270m --steps 60 --out "$LOG/speed-270m.json" shipped cudnn-default eager batch-32
-run sweep "$PY" -m bench.sweep_270m --parallel "$PARALLEL" --log-dir "$LOG/sweep" full-ft-e5 r128-e5 lr-4e-4-e5 \
-  epochs-6 'curve-all-*' entities-first 'curve-1000-*' half-data 'curve-500-*' 'curve-250-*' 'curve-100-*'
+want cudnn && run cudnn-sdpa-nan "$PY" -m bench.cudnn_sdpa_nan
+want peak && run matmul-peak "$PY" -m bench.matmul_peak
+want pipeline && run pipeline-270m "$PY" -m bench.pipeline_270m --out "$LOG/pipeline-270m.json"
+want speed && run speed-270m "$PY" -m bench.speed_270m --steps 60 --out "$LOG/speed-270m.json" \
+  shipped cudnn-default eager batch-32
+want sweep && run sweep "$PY" -m bench.sweep_270m --parallel "$PARALLEL" --log-dir "$LOG/sweep" full-ft-e5 r128-e5 \
+  lr-4e-4-e5 epochs-6 'curve-all-*' entities-first 'curve-1000-*' half-data 'curve-500-*' 'curve-250-*' 'curve-100-*'
+if want final; then
+  WIN=$("$PY" -m bench.pick recipe "$LOG/sweep/results.json" 2>> "$LOG/pick.log")
+  step "winning overrides: ${WIN:-none}"
+  [ -n "$WIN" ] && run final "$PY" -m bench.sweep_270m --parallel 2 --log-dir "$LOG/sweep" --overrides "$WIN" 'final-s*'
+fi
 step done
