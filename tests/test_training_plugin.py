@@ -99,29 +99,45 @@ def test_a_tokenizer_is_fingerprinted_by_its_content(base_model_dir: Path) -> No
     from datasets.fingerprint import Hasher
 
     from contract.tokenizer import load_tokenizer
-    from training.plugin import fast_tokenizer_fingerprints
+    from training.plugin import _TOKENIZER_DIGESTS, fast_tokenizer_fingerprints
 
-    fast_tokenizer_fingerprints()
     first, again = load_tokenizer(base_model_dir), load_tokenizer(base_model_dir)
+    Hasher.hash(first)  # datasets' own reducer is registered for this class now: the plugin must replace it
+    fast_tokenizer_fingerprints()
     assert Hasher.hash(first) == Hasher.hash(again)  # two loads of one tokenizer: one cache entry
+    assert {id(first), id(again)} <= _TOKENIZER_DIGESTS.keys()  # hashed by content, not by pickling
     again.chat_template = again.chat_template.replace("<start_of_turn>", "<start_of_turn> ")
     assert Hasher.hash(first) != Hasher.hash(again)  # another template tokenizes differently: another entry
     again.add_tokens(["<new-token>"])
     assert Hasher.hash(load_tokenizer(base_model_dir)) != Hasher.hash(again)
 
 
+SINGLE_WORKER_CHECK = """
+import json, os, sys
+from datasets import Dataset
+from training.plugin import single_worker_in_process
+
+rows = Dataset.from_dict({"query": ["turn off the lights", "wake me up at seven tomorrow"]})
+def measure(row):
+    return {"pid": os.getpid(), "length": len(row["query"])}
+pooled = rows.map(measure, num_proc=1)
+single_worker_in_process()
+here = rows.map(measure, num_proc=1)
+here.save_to_disk(sys.argv[1], num_proc=1)
+saved = Dataset.load_from_disk(sys.argv[1])
+print(json.dumps({"me": os.getpid(), "pooled": list(pooled["pid"]), "here": list(here["pid"]),
+                  "lengths": [list(pooled["length"]), list(here["length"]), list(saved["length"])]}))
+"""
+
+
 def test_a_single_worker_maps_in_this_process_with_the_same_result(tmp_path: Path) -> None:
-    import os
+    import subprocess
+    import sys
 
-    from datasets import Dataset
-
-    from training.plugin import single_worker_in_process
-
-    rows = Dataset.from_dict({"query": ["turn off the lights", "wake me up at seven tomorrow"]})
-    pooled = rows.map(lambda row: {"pid": os.getpid(), "length": len(row["query"])}, num_proc=1)
-    single_worker_in_process()
-    here = rows.map(lambda row: {"pid": os.getpid(), "length": len(row["query"])}, num_proc=1)
-    assert set(pooled["pid"]) != {os.getpid()} and set(here["pid"]) == {os.getpid()}
-    assert here["length"] == pooled["length"] == [19, 28]
-    here.save_to_disk(str(tmp_path / "saved"), num_proc=1)
-    assert Dataset.load_from_disk(str(tmp_path / "saved"))["length"] == [19, 28]
+    # a fresh interpreter: Axolotl runs in other tests of this process may have applied the patch already
+    out = subprocess.run([sys.executable, "-c", SINGLE_WORKER_CHECK, str(tmp_path / "saved")], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert set(result["pooled"]) != {result["me"]}  # datasets' own num_proc=1: a pool of one
+    assert set(result["here"]) == {result["me"]}
+    assert result["lengths"] == [[19, 28]] * 3

@@ -193,6 +193,11 @@ def fast_tokenizer_fingerprints() -> None:
                             obj=tokenizer)
 
     _dill._save_transformersPreTrainedTokenizerBase = save
+    # datasets registers the reducer per tokenizer class on first use: replace any registered before this call
+    from transformers import PreTrainedTokenizerBase
+
+    for kind in [k for k in _dill.Pickler.dispatch if isinstance(k, type) and issubclass(k, PreTrainedTokenizerBase)]:
+        _dill.Pickler.dispatch[kind] = save
 
 
 def single_worker_in_process() -> None:
