@@ -99,17 +99,17 @@ def test_a_tokenizer_is_fingerprinted_by_its_content(base_model_dir: Path) -> No
     from datasets.fingerprint import Hasher
 
     from contract.tokenizer import load_tokenizer
-    from training.plugin import _TOKENIZER_DIGESTS, fast_tokenizer_fingerprints
+    from training.plugin import _BACKEND_DIGESTS, fast_tokenizer_fingerprints
 
-    first, again = load_tokenizer(base_model_dir), load_tokenizer(base_model_dir)
+    first, again, grown = (load_tokenizer(base_model_dir) for _ in range(3))
     Hasher.hash(first)  # datasets' own reducer is registered for this class now: the plugin must replace it
     fast_tokenizer_fingerprints()
-    assert Hasher.hash(first) == Hasher.hash(again)  # two loads of one tokenizer: one cache entry
-    assert {id(first), id(again)} <= _TOKENIZER_DIGESTS.keys()  # hashed by content, not by pickling
+    assert Hasher.hash(first) == Hasher.hash(again) == Hasher.hash(grown)  # three loads of one tokenizer: one entry
+    assert {first, again, grown} <= set(_BACKEND_DIGESTS.keys())  # hashed by content, not by pickling
     again.chat_template = again.chat_template.replace("<start_of_turn>", "<start_of_turn> ")
     assert Hasher.hash(first) != Hasher.hash(again)  # another template tokenizes differently: another entry
-    again.add_tokens(["<new-token>"])
-    assert Hasher.hash(load_tokenizer(base_model_dir)) != Hasher.hash(again)
+    grown.add_tokens(["<new-token>"])  # after it was hashed once: the added token must still count
+    assert Hasher.hash(first) != Hasher.hash(grown)
 
 
 SINGLE_WORKER_CHECK = """

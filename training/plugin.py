@@ -14,7 +14,7 @@ and lets the 270M spend its compute on the answer:
 - **The output layer only where the loss is** (`loss_positions_only: true`). The loss covers only the answer
   (~25 of ~130 tokens), yet a causal LM projects every position onto the 262,144-token vocabulary, which is
   ~60 % of the 270M's FLOPs. In training, the hidden states are gathered at the positions that have a label
-  before the projection; loss and gradients are those of the full computation (tests/test_training_guards.py).
+  before the projection; loss and gradients are those of the full computation (tests/test_training_plugin.py).
 - **Tokenizing in seconds.** `datasets` fingerprints every `map()` by pickling its function, the tokenizer
   included: ~14 s a map on a CPU core for Gemma's 262k-token vocabulary. Profiled on `axolotl preprocess` of the
   270M recipe: 56 of the 85 s of dataset preparation. The plugin fingerprints a tokenizer by its content instead
@@ -29,6 +29,7 @@ import functools
 import hashlib
 import json
 import math
+import weakref
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,23 +166,23 @@ def loss_positions_forward(model: PreTrainedModel):
     return forward
 
 
-_TOKENIZER_DIGESTS: dict[int, tuple[object, str]] = {}  # id -> (the tokenizer, digest of its backend)
+_BACKEND_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> digest of its backend
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """What identifies a tokenizer's behaviour: its serialized backend (vocabulary, merges, normalizer, added
-    tokens) and the Python-side settings; the first hashed once per tokenizer object."""
-    held = _TOKENIZER_DIGESTS.get(id(tokenizer))
-    if held is None or held[0] is not tokenizer:
+    """What identifies a tokenizer's behaviour: its serialized backend (vocabulary, merges, normalizer), hashed once
+    per tokenizer object (0.5 s for Gemma's), and what can change after loading: the added tokens and the
+    Python-side settings, read on every call."""
+    digest = _BACKEND_DIGESTS.get(tokenizer)
+    if digest is None:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         serialized = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
-        held = (tokenizer, hashlib.sha256(serialized.encode()).hexdigest())
-        _TOKENIZER_DIGESTS[id(tokenizer)] = held
+        digest = _BACKEND_DIGESTS[tokenizer] = hashlib.sha256(serialized.encode()).hexdigest()
     settings = {key: str(getattr(tokenizer, key, None)) for key in
                 ("chat_template", "padding_side", "truncation_side", "model_max_length", "add_bos_token",
-                 "add_eos_token")}
-    settings["special_tokens"] = str(tokenizer.special_tokens_map)
-    return held[1] + json.dumps(settings, sort_keys=True)
+                 "add_eos_token", "special_tokens_map")}
+    settings["added_tokens"] = hashlib.sha256(str(tokenizer.added_tokens_decoder).encode()).hexdigest()
+    return digest + json.dumps(settings, sort_keys=True)
 
 
 def fast_tokenizer_fingerprints() -> None:
@@ -210,13 +211,14 @@ def single_worker_in_process() -> None:
         if getattr(original, "_single_worker_in_process", False):
             continue
 
+        @functools.wraps(original)
         def patched(self, *args, __original=original, **kwargs):
             if kwargs.get("num_proc") == 1:
                 kwargs["num_proc"] = None
             return __original(self, *args, **kwargs)
 
         patched._single_worker_in_process = True
-        setattr(Dataset, name, functools.wraps(original)(patched))
+        setattr(Dataset, name, patched)
 
 
 class RecipePlugin(BasePlugin):
