@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown experiment(s) {unknown}")
     # In the order the names are given (put the longest first: the pool then finishes together).
     chosen = [e for pattern in args.names or ["*"] for e in experiments if fnmatch(e.name, pattern)]
-    chosen = list({e.name: e for e in reversed(chosen)}.values())[::-1]  # a name matched twice runs once
+    chosen = list({e.name: e for e in chosen}.values())  # a name matched twice runs once, where first matched
     args.log_dir.mkdir(parents=True, exist_ok=True)
     results_file = args.log_dir / "results.json"
     merged = {r["name"]: r for r in json.loads(results_file.read_text())} if results_file.exists() else {}
@@ -190,9 +190,13 @@ def main(argv: list[str] | None = None) -> int:
             merged[result["name"]] = result
             results_file.write_text(json.dumps(list(merged.values()), indent=2) + "\n")
             (args.log_dir / "results.md").write_text(tables(list(merged.values())) + "\n")
-            log = SWEEP_DIR / result["name"] / "log.txt"
+
+    def keep_log(name: str) -> None:
+        """The run's log beside the results (they come back together), without progress bars."""
+        log = SWEEP_DIR / name / "log.txt"
+        if log.exists():
             kept = [line for line in log.read_text().splitlines(keepends=True) if "it/s]" not in line]
-            (args.log_dir / f"{result['name']}.log").write_text("".join(kept))
+            (args.log_dir / f"{name}.log").write_text("".join(kept))
 
     def attempt(experiment: Experiment) -> dict[str, Any] | None:
         try:
@@ -200,10 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.CalledProcessError as err:
             print(f"{experiment.name}: FAILED ({' '.join(err.cmd[1:4])}); log: outputs/sweep/{experiment.name}/log.txt",
                   flush=True)
-            log = SWEEP_DIR / experiment.name / "log.txt"
-            if log.exists():
-                (args.log_dir / f"{experiment.name}.log").write_text(log.read_text())
             return None
+        finally:
+            keep_log(experiment.name)
         record(result)
         m = result.get("tuned+constrained") or result.get("tuned")
         print(f"{experiment.name}: done in {result['wall_s']} s: exact {m['exact_match']:.1%}", flush=True)
