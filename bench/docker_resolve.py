@@ -15,6 +15,7 @@ import sys
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
@@ -75,25 +76,36 @@ def requires(file: dict) -> list[str]:
     return [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
 
 
-def check(name: str, version: str) -> tuple[str, str, str | None, list[str]]:
+class Found(NamedTuple):
+    version: str
+    file: str | None  # "wheel <filename>" or "sdist <filename>"; None: nothing installable
+    requires: list[str]  # torch's Requires-Dist (the only one read)
+    error: str | None = None
+
+
+def check(name: str, version: str) -> Found:
     try:
         found = installable(release_files(name, version))
     except Exception as error:  # reported, not raised: every failure shows at once
-        return name, version, None, [f"{type(error).__name__}: {error}"]
+        return Found(version, None, [], f"{type(error).__name__}: {error}")
     if found is None:
-        return name, version, None, []
+        return Found(version, None, [])
     kind = "wheel" if found["filename"].endswith(".whl") else "sdist"
     needs = requires(found) if name == "torch" and kind == "wheel" else []
-    return name, version, f"{kind} {found['filename']}", needs
+    return Found(version, f"{kind} {found['filename']}", needs)
+
+
+def check_all(pins: dict[str, str]) -> dict[str, Found]:
+    with ThreadPoolExecutor(16) as pool:
+        return dict(zip(pins, pool.map(check, pins, pins.values()), strict=True))
 
 
 def main() -> int:
     pins = image_pins()
-    with ThreadPoolExecutor(16) as pool:
-        results = {name: found for name, *found in pool.map(lambda item: check(*item), pins.items())}
+    results = check_all(pins)
     # torch's own requirements (nvidia-* wheels) that the CPU freeze does not hold, with their exact pins
     extra = {}
-    for spec in results["torch"][2]:
+    for spec in results["torch"].requires:
         requirement = Requirement(spec)
         name = canonicalize_name(requirement.name)
         if name in pins or (requirement.marker and not requirement.marker.evaluate(ENVIRONMENT)):
@@ -101,16 +113,15 @@ def main() -> int:
         exact = [s.version for s in requirement.specifier if s.operator == "=="]
         if exact:
             extra[name] = exact[0]
-    with ThreadPoolExecutor(16) as pool:
-        results |= {name: found for name, *found in pool.map(lambda item: check(*item), extra.items())}
+    results |= check_all(extra)
     missing = 0
-    for name, (version, found, needs) in sorted(results.items()):
+    for name, found in sorted(results.items()):
         origin = "torch's requirement" if name in extra else "constraints.txt"
-        if found is None:
+        if found.file is None:
             missing += 1
-            print(f"MISSING  {name}=={version} ({origin}) {needs[0] if needs else ''}")
+            print(f"MISSING  {name}=={found.version} ({origin}) {found.error or ''}")
         else:
-            print(f"ok       {name}=={version} ({origin}): {found}")
+            print(f"ok       {name}=={found.version} ({origin}): {found.file}")
     print(f"\n{len(results)} packages for Python 3.11 on x86-64 Linux: {len(results) - missing} on PyPI, "
           f"{missing} missing")
     return 1 if missing else 0
