@@ -42,7 +42,7 @@ def table(points: dict[int, dict[str, list[float]]]) -> str:
                     tablefmt="github")
 
 
-def plot(points: dict[int, dict[str, list[float]]], out: Path) -> None:
+def plot(points: dict[int, dict[str, list[float]]], out: Path, title: str) -> None:
     figure, axis = plt.subplots(figsize=(6, 4))
     records = list(points)
     for name in METRICS:
@@ -58,7 +58,7 @@ def plot(points: dict[int, dict[str, list[float]]], out: Path) -> None:
     axis.set_ylim(0, 100)
     axis.grid(alpha=0.3)
     axis.legend()
-    axis.set_title("Gemma 3 270M, LoRA r64, 3 epochs: mean of two seeds")
+    axis.set_title(title)
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
@@ -69,11 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", type=Path)
     parser.add_argument("--plot", type=Path, required=True)
     args = parser.parse_args(argv)
-    points = curve(json.loads(args.results.read_text()))
+    rows = json.loads(args.results.read_text())
+    points = curve(rows)
     if not points:
         parser.error(f"{args.results}: no curve-* experiments")
     print(table(points))
-    plot(points, args.plot)
+    recipe = next(r["recipe"] for r in rows if r["name"].startswith("curve-"))
+    seeds = max(len(values["exact match"]) for values in points.values())
+    adapter = f"LoRA r{recipe['lora_r']}" if recipe.get("adapter") else "full fine-tune"
+    title = f"{Path(recipe['base_model']).name}, {adapter}, {recipe['num_epochs']} epochs: mean of {seeds} seeds"
+    plot(points, args.plot, title)
     print(f"plot -> {args.plot}")
     return 0
 
