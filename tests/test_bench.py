@@ -102,3 +102,14 @@ def test_the_depth_fit_recovers_an_exactly_linear_law() -> None:
     assert full["peak_allocated_gib"] == pytest.approx(3.0 + 0.2 * 62)
     assert full["per_layer_reserved_gib"] == pytest.approx(0.25)
     assert full["tokens_per_s"] == pytest.approx(1 / (1e-4 + 2e-5 * 62))
+
+
+def test_the_preparation_bench_compares_the_recipe_with_and_without_the_plugin() -> None:
+    from bench.prep_270m import PLUGIN, variants
+    from training.recipes import load_recipe
+
+    recipe = load_recipe("axolotl_configs/gemma3-270m-lora.yaml")
+    shipped, without = variants(recipe).values()
+    assert shipped == recipe and PLUGIN in shipped["plugins"] and shipped["loss_positions_only"]
+    assert PLUGIN not in without.get("plugins", []) and "loss_positions_only" not in without
+    assert without == {k: v for k, v in recipe.items() if k not in ("plugins", "loss_positions_only")}
