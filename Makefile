@@ -116,7 +116,7 @@ bench-270m: data
 	$(PY) -m bench.sweep_270m --parallel 3
 
 bench-27b: data
-	PY=$(PY) bash bench/gpu_27b.sh 4 8 16
+	PY=$(PY) bash bench/gpu_27b.sh
 
 docker-build:
 	docker build -f docker/Dockerfile -t gemma-json-finetune .

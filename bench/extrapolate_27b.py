@@ -1,14 +1,17 @@
 """Fit the 27B measurements of bench/gpu_27b.sh linearly in depth and extrapolate to the full 62 layers.
 
-Per recipe and depth L the step timer gives peak memory and tokens/s. Memory and seconds per token are each
-fitted as a + b*L (least squares): every layer adds the same weights, adapters, checkpointed activations and
+Per recipe variant and depth L the step timer gives peak memory and tokens/s. Memory and seconds per token are
+each fitted as a + b*L (least squares): every layer adds the same weights, adapters, checkpointed activations and
 work, while the embeddings, vision tower, logits/loss and optimizer overheads are the fixed part.
 MFU counts model FLOPs = 4 x N per token (forward 2N, backward input-gradients 2N; the frozen 4-bit base has no
 weight gradients; N = the matmul weights a token meets, output layer included, bench.gemma27b_geometry), over
 the GPU's measured bf16 matmul peak (bench.matmul_peak). HFU also counts the recomputed forward of gradient
 checkpointing (6 x N). Attention-score FLOPs (<1 % at these lengths) are left out of both.
 
-    python -m bench.extrapolate_27b reports/measured/gpu-27b
+Files read from the log dir: `ours-<variant>-<layers>.json` and `trl-<layers>.json` (speed, each run alone on
+the GPU), `mem-<ours|trl>-<sequence_len>-<layers>.json` (memory at long rows), `profile.json`, `gpu.txt`.
+
+    python -m bench.extrapolate_27b reports/measured/gpu-27b      # prints summary.md, writes summary.json
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import argparse
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from bench.gemma27b_geometry import matmul_params
 
 FULL_DEPTH = 62
-RECIPES = {"ours": "ours (Axolotl recipe)", "trl": "plain TRL SFTTrainer"}
+CAP_GIB = 24.0  # an RTX 4090
+LABELS = {"ours": "ours (Axolotl recipe)", "trl": "plain TRL SFTTrainer"}
 
 
 def fit(points: dict[int, float]) -> tuple[float, float]:
@@ -32,10 +37,14 @@ def fit(points: dict[int, float]) -> tuple[float, float]:
     return my - b * mx, b
 
 
-def load(log_dir: Path, recipe: str) -> dict[int, dict]:
+def load(log_dir: Path, prefix: str) -> dict[int, dict]:
+    """{layers: step timer result} of the files `<prefix>-<layers>.json` that measured something."""
     runs = {}
-    for path in log_dir.glob(f"{recipe}-*.json"):
-        runs[int(path.stem.split("-")[1])] = json.loads(path.read_text())
+    for path in log_dir.glob(f"{prefix}-*.json"):
+        name, _, layers = path.stem.rpartition("-")
+        result = json.loads(path.read_text())
+        if name == prefix and layers.isdigit() and "error" not in result:
+            runs[int(layers)] = result
     return dict(sorted(runs.items()))
 
 
@@ -46,50 +55,109 @@ def extrapolate(runs: dict[int, dict]) -> dict[str, float]:
         out[key], out[key.replace("peak", "per_layer")] = a + b * FULL_DEPTH, b
     a, b = fit({layers: 1 / run["tokens_per_s"] for layers, run in runs.items()})
     out["tokens_per_s"] = 1 / (a + b * FULL_DEPTH)
+    if all("examples_per_s" in run for run in runs.values()):
+        a, b = fit({layers: 1 / run["examples_per_s"] for layers, run in runs.items()})
+        out["examples_per_s"] = 1 / (a + b * FULL_DEPTH)
     return out
 
 
-def step_seconds_per_layer(two_runs: dict[int, dict]) -> float:
-    (shallow, first), (deep, second) = two_runs.items()
-    return (second["seconds_per_step"] - first["seconds_per_step"]) / (deep - shallow)
+def mfu(layers: int, tokens_per_s: float, peak: float, passes: int = 4) -> float:
+    return passes * matmul_params(layers) * tokens_per_s / peak
 
 
-def table_row(label: str, depth: str, layers: int, result: dict[str, float], peak: float) -> str:
-    flops = matmul_params(layers) * result["tokens_per_s"]
-    return (f"| {label} | {depth} | {result['tokens_per_s']:.0f} | {4 * flops / peak:.1%} | {6 * flops / peak:.1%} | "
-            f"{result['peak_allocated_gib']:.2f} | {result['peak_reserved_gib']:.2f} |")
+def speed_prefixes(log_dir: Path) -> list[str]:
+    """`ours-<variant>` for every variant measured, then `trl`."""
+    names = {p.stem.rpartition("-")[0] for p in log_dir.glob("ours-*-*.json")}
+    return [*sorted(names, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]), "trl"]
+
+
+def sequence_table(log_dir: Path) -> dict[str, dict[int, dict[str, float]]]:
+    """{recipe: {sequence_len: the 62-layer fit of its memory runs}}; a length with fewer than two depths
+    measured (an out-of-memory run leaves an error) is left out."""
+    table: dict[str, dict[int, dict[str, float]]] = {}
+    for recipe in LABELS:
+        lengths = sorted({int(p.stem.split("-")[2]) for p in log_dir.glob(f"mem-{recipe}-*-*.json")})
+        for length in lengths:
+            runs = load(log_dir, f"mem-{recipe}-{length}")
+            if len(runs) >= 2:
+                table.setdefault(recipe, {})[length] = extrapolate(runs)
+    return table
+
+
+def summary(log_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    peak = float(re.search(r"peak: ([\d.]+) TFLOP/s", (log_dir / "matmul_peak.txt").read_text())[1]) * 1e12
+    lines = [f"bf16 matmul peak: {peak / 1e12:.0f} TFLOP/s; N at {FULL_DEPTH} layers: "
+             f"{matmul_params(FULL_DEPTH) / 1e9:.2f} B", "",
+             "| recipe | text layers | tokens/s | examples/s | MFU | HFU | peak allocated GiB | peak reserved GiB |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def row(label: str, depth: str, layers: int, r: dict[str, float]) -> str:
+        examples = f"{r['examples_per_s']:.2f}" if "examples_per_s" in r else "–"
+        used = mfu(layers, r["tokens_per_s"], peak), mfu(layers, r["tokens_per_s"], peak, 6)
+        return (f"| {label} | {depth} | {r['tokens_per_s']:.0f} | {examples} | {used[0]:.1%} | {used[1]:.1%} | "
+                f"{r['peak_allocated_gib']:.2f} | {r['peak_reserved_gib']:.2f} |")
+
+    full: dict[str, dict[str, float]] = {}
+    depths: dict[str, list[int]] = {}
+    for prefix in speed_prefixes(log_dir):
+        runs = load(log_dir, prefix)
+        label = LABELS["trl"] if prefix == "trl" else f"{LABELS['ours']}, {prefix.removeprefix('ours-')}"
+        lines += [row(label, str(layers), layers, run) for layers, run in runs.items()]
+        if len(runs) >= 2:
+            full[prefix], depths[prefix] = extrapolate(runs), list(runs)
+            lines.append(row(label, f"**{FULL_DEPTH} (fit)**", FULL_DEPTH, full[prefix]))
+    result: dict[str, Any] = {"hardware": (log_dir / "gpu.txt").read_text().strip() if (log_dir / "gpu.txt").exists()
+                              else None, "matmul_peak_tflops": peak / 1e12, "full_depth": FULL_DEPTH,
+                              "cap_gib": CAP_GIB, "depths_fitted": depths, "fit_62_layers": full}
+    ours = {k: v for k, v in full.items() if k != "trl" and v["peak_reserved_gib"] <= CAP_GIB - 2}
+    if ours and "trl" in full:
+        best = max(ours, key=lambda k: ours[k]["tokens_per_s"])
+        trl = full["trl"]
+        result.update({"ours_variant": best, "ours_tokens_per_s": ours[best]["tokens_per_s"],
+                       "plain_tokens_per_s": trl["tokens_per_s"],
+                       "ratio": ours[best]["tokens_per_s"] / trl["tokens_per_s"],
+                       "examples_ratio": (ours[best].get("examples_per_s", 0) / trl["examples_per_s"]
+                                          if "examples_per_s" in trl else None),
+                       "mfu": mfu(FULL_DEPTH, ours[best]["tokens_per_s"], peak),
+                       "plain_mfu": mfu(FULL_DEPTH, trl["tokens_per_s"], peak),
+                       "peak_reserved_gib": ours[best]["peak_reserved_gib"],
+                       "plain_peak_reserved_gib": trl["peak_reserved_gib"]})
+        lines += ["", f"at {FULL_DEPTH} layers, the fastest of ours within {CAP_GIB - 2:.0f} GiB ({best}): "
+                  f"{result['ratio']:.2f}x the plain recipe's tokens/s, MFU {result['mfu']:.1%}, "
+                  f"{result['peak_reserved_gib']:.1f} GiB reserved"]
+    sequences = sequence_table(log_dir)
+    if sequences:
+        lines += ["", f"Peak reserved GiB at {FULL_DEPTH} layers (fit) against sequence_len, micro-batch 1:", "",
+                  "| sequence_len | " + " | ".join(LABELS[r] for r in sequences) + " |",
+                  "|---|" + "---|" * len(sequences)]
+        lengths = sorted({length for table in sequences.values() for length in table})
+        for length in lengths:
+            cells = [f"{sequences[r][length]['peak_reserved_gib']:.1f}" if length in sequences[r] else "–"
+                     for r in sequences]
+            lines.append(f"| {length} | " + " | ".join(cells) + " |")
+        result["max_seq_len_24gib"] = {
+            ("ours" if r == "ours" else "plain"): max((n for n, e in t.items() if e["peak_reserved_gib"] <= CAP_GIB),
+                                                      default=None) for r, t in sequences.items()}
+        result["seq_len_reserved_gib"] = {r: {n: e["peak_reserved_gib"] for n, e in t.items()}
+                                          for r, t in sequences.items()}
+        lines += ["", f"longest measured sequence_len within {CAP_GIB:.0f} GiB: " + ", ".join(
+            f"{k} {v}" for k, v in result["max_seq_len_24gib"].items())]
+    if (log_dir / "profile.json").exists():
+        profile = json.loads((log_dir / "profile.json").read_text())
+        result["profile"] = {"file": "profile.json", **{k: profile[k] for k in ("wall_s", "kernel_s", "shares")}}
+        lines += ["", f"Where a step's time goes ({profile['profiled_steps']} profiled steps, "
+                  f"{profile['wall_s']:.2f} s):", "", "| kind | share of wall time |", "|---|---|"]
+        lines += [f"| {kind} | {share:.1%} |" for kind, share in profile["shares"].items()]
+    return result, lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("log_dir", type=Path)
     args = parser.parse_args()
-    peak = float(re.search(r"peak: ([\d.]+) TFLOP/s", (args.log_dir / "matmul_peak.txt").read_text())[1]) * 1e12
-    rows = ["| recipe | text layers | tokens/s | MFU | HFU | peak allocated GiB | peak reserved GiB |",
-            "|---|---|---|---|---|---|---|"]
-    full: dict[str, dict] = {}
-    for recipe, label in RECIPES.items():
-        runs = load(args.log_dir, recipe)
-        rows += [table_row(label, str(layers), layers, run, peak) for layers, run in runs.items()]
-        if len(runs) >= 2:
-            full[recipe] = extrapolate(runs)
-            rows.append(table_row(label, f"**{FULL_DEPTH} (fit)**", FULL_DEPTH, full[recipe], peak))
-    print(f"bf16 matmul peak: {peak / 1e12:.0f} TFLOP/s; "
-          f"N at {FULL_DEPTH} layers: {matmul_params(FULL_DEPTH) / 1e9:.2f} B\n")
-    print("\n".join(rows))
-    for recipe, e in full.items():
-        print(f"\n{RECIPES[recipe]}: {e['per_layer_allocated_gib']:.3f} GiB allocated and "
-              f"{e['per_layer_reserved_gib']:.3f} GiB reserved per layer")
-    if len(full) == 2:
-        ours, trl = full["ours"], full["trl"]
-        print(f"\nat {FULL_DEPTH} layers: tokens/s ours / TRL = {ours['tokens_per_s'] / trl['tokens_per_s']:.2f}x; "
-              f"peak reserved ours / TRL = {ours['peak_reserved_gib'] / trl['peak_reserved_gib']:.2f}")
-        # The fit is not quite linear (shallow runs carry a fixed overhead): the two deepest runs alone, for scale.
-        deepest = {recipe: dict(list(load(args.log_dir, recipe).items())[-2:]) for recipe in RECIPES}
-        ours2, trl2 = (extrapolate(deepest[recipe])["tokens_per_s"] for recipe in ("ours", "trl"))
-        print(f"from the two deepest depths only: {ours2:.0f} vs {trl2:.0f} tokens/s at {FULL_DEPTH} layers "
-              f"({ours2 / trl2:.2f}x); seconds per step added per layer: "
-              f"ours {step_seconds_per_layer(deepest['ours']):.4f}, TRL {step_seconds_per_layer(deepest['trl']):.4f}")
+    result, lines = summary(args.log_dir)
+    (args.log_dir / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,36 +1,78 @@
 #!/usr/bin/env bash
 # Our 27B recipe (axolotl_configs/gemma3-27b-qlora.yaml, through Axolotl) against the plain TRL QLoRA
 # (bench/trl_baseline.py) on random weights of gemma-3-27b-it's geometry at reduced text depths, each process
-# capped at 24 GiB as on an RTX 4090; then the per-layer fit extrapolated to 62 layers, with MFU.
-#   bash bench/gpu_27b.sh 4 8 16
-set -euo pipefail
+# capped at 24 GiB as on an RTX 4090, then fitted in depth to 62 layers (bench/extrapolate_27b.py):
+#   1. speed, each run alone on the GPU, the same sample rows: ours at each micro-batch in $MICRO_BATCHES and
+#      the plain recipe, at the depths in $SPEED_DEPTHS; the last two steps of ours at the largest micro-batch
+#      and deepest depth are profiled (kernel time by kind);
+#   2. memory against sequence_len (rows of bench/long_rows.py, micro-batch 1), several runs at once (peak
+#      memory is per process), at the depths in $MEMORY_DEPTHS.
+#   bash bench/gpu_27b.sh            # writes $OUT/gpu-27b (or reports/measured/gpu-27b): logs, JSON, summary
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 LOG="${OUT:-reports/measured}/gpu-27b"
-STEPS=${STEPS:-24}
+TRAIN_STEPS=${TRAIN_STEPS:-12}
+SPEED_DEPTHS=${SPEED_DEPTHS:-8 16}
+MEMORY_DEPTHS=${MEMORY_DEPTHS:-4 8}
+MICRO_BATCHES=${MICRO_BATCHES:-1 16}
+OURS_LENGTHS=${OURS_LENGTHS:-1024 2048 4096 8192 16384}
+TRL_LENGTHS=${TRL_LENGTHS:-1024 2048 4096 8192}
+TOKENIZER=${TOKENIZER:-models/gemma-3-270m}
 mkdir -p "$LOG"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$LOG/gpu.txt" 2>&1
 $PY -m bench.matmul_peak | tee "$LOG/matmul_peak.txt"
 export GPU_MEMORY_CAP_GIB=${GPU_MEMORY_CAP_GIB:-24} PYTHONPATH="$PWD/bench/gpu_cap${PYTHONPATH:+:$PYTHONPATH}"
-for layers in "$@"; do
-  model=models/g27-$layers
-  # (building the random model is not part of the measurement: no cap)
-  [ -f "$model/model.safetensors.index.json" ] || GPU_MEMORY_CAP_GIB= $PY -m bench.gemma27b_geometry \
-      --layers "$layers" --tokenizer "${TOKENIZER:-models/gemma-3-270m}" --out "$model" 2>&1 | tail -1
-  # The recipe as shipped, on this model and 64 sample rows, plus the step timer (training/recipes.py).
-  work=outputs/g27-$layers
-  mkdir -p "$work/data"
-  head -n 64 data/processed/train.jsonl > "$work/data/train.jsonl"
-  head -n 8 data/processed/eval.jsonl > "$work/data/eval.jsonl"
+PLUGINS="plugins=[axolotl.integrations.liger.LigerPlugin, training.plugin.RecipePlugin, bench.step_timer.StepTimerPlugin]"
+
+build() {  # (building the random model is not part of the measurement: no cap)
+  [ -f "models/g27-$1/preprocessor_config.json" ] || GPU_MEMORY_CAP_GIB= $PY -m bench.gemma27b_geometry \
+      --layers "$1" --tokenizer "$TOKENIZER" --out "models/g27-$1" 2>&1 | tail -1
+}
+
+ours() {  # name layers train.jsonl steps [recipe overrides...]: the shipped recipe, the step timer's JSON as $LOG/<name>.json
+  local name=$1 layers=$2 rows=$3 steps=$4 work=outputs/g27-bench/$1; shift 4
+  mkdir -p "$work/data" && cp "$rows" "$work/data/train.jsonl" && head -n 8 "$rows" > "$work/data/eval.jsonl"
   $PY -m training.recipes axolotl_configs/gemma3-27b-qlora.yaml --out "$work/recipe.yaml" --workdir "$work" \
-      "base_model=$model" \
-      "plugins=[axolotl.integrations.liger.LigerPlugin, training.plugin.RecipePlugin, bench.step_timer.StepTimerPlugin]"
-  STEP_TIMER_OUT="$LOG/ours-$layers.json" $PY -m accelerate.commands.launch -m axolotl.cli.train \
-      "$work/recipe.yaml" --max_steps="$STEPS" --gradient_accumulation_steps=1 --logging_steps=1 \
-      --evals_per_epoch=0 --saves_per_epoch=0 > "$LOG/ours-$layers.log" 2>&1 \
-      || { tail -30 "$LOG/ours-$layers.log"; echo "ours at $layers layers FAILED"; }
-  $PY -m bench.trl_baseline --model "$model" --data "$work/data/train.jsonl" --steps "$STEPS" \
-      --out "$LOG/trl-$layers.json" > "$LOG/trl-$layers.log" 2>&1 \
-      || { tail -30 "$LOG/trl-$layers.log"; echo "TRL at $layers layers FAILED"; }
-  grep -ho "step_timer: .*" "$LOG/ours-$layers.log" "$LOG/trl-$layers.log" || true  # (TRL's follows a tqdm \r)
+      "base_model=models/g27-$layers" "$PLUGINS" gradient_accumulation_steps=1 "$@" > /dev/null
+  STEP_TIMER_OUT="$LOG/$name.json" $PY -m accelerate.commands.launch -m axolotl.cli.train "$work/recipe.yaml" \
+      --max_steps="$steps" --logging_steps=1 --evals_per_epoch=0 --saves_per_epoch=0 > "$LOG/$name.log" 2>&1 \
+      || { echo "{\"error\": \"exit $?, see $name.log\"}" > "$LOG/$name.json"; echo "$name FAILED"; }
+  rm -rf "$work/model"
+}
+
+plain() {  # name layers train.jsonl steps max_length
+  $PY -m bench.trl_baseline --model "models/g27-$2" --data "$3" --steps "$4" --max-length "$5" \
+      --out "$LOG/$1.json" > "$LOG/$1.log" 2>&1 \
+      || { echo "{\"error\": \"exit $?, see $1.log\"}" > "$LOG/$1.json"; echo "$1 FAILED"; }
+}
+
+for layers in $SPEED_DEPTHS $MEMORY_DEPTHS; do build "$layers"; done
+mkdir -p outputs/g27-bench
+head -n 512 data/processed/train.jsonl > outputs/g27-bench/sample.jsonl
+
+deepest=${SPEED_DEPTHS##* } largest=${MICRO_BATCHES##* }
+for layers in $SPEED_DEPTHS; do
+  for mb in $MICRO_BATCHES; do
+    export STEP_TIMER_PROFILE=; [ "$layers" = "$deepest" ] && [ "$mb" = "$largest" ] && STEP_TIMER_PROFILE="$LOG/profile.json"
+    ours "ours-mb$mb-$layers" "$layers" outputs/g27-bench/sample.jsonl "$TRAIN_STEPS" \
+        "micro_batch_size=$mb"
+    grep -ho "step_timer: .*" "$LOG/ours-mb$mb-$layers.log" || true
+  done
+  plain "trl-$layers" "$layers" outputs/g27-bench/sample.jsonl "$TRAIN_STEPS" 1024
+  grep -ho "step_timer: .*" "$LOG/trl-$layers.log" || true  # (TRL's follows a tqdm \r)
 done
+export STEP_TIMER_PROFILE=
+
+# Memory against sequence length: 9 runs at a time, 5 steps each (peak memory is reached by the first).
+jobs=()
+for length in $OURS_LENGTHS; do
+  $PY -m bench.long_rows --tokens $((length - 16)) --rows 6 --tokenizer "$TOKENIZER" --out "outputs/g27-bench/rows-$length.jsonl"
+  for layers in $MEMORY_DEPTHS; do jobs+=("ours mem-ours-$length-$layers $layers outputs/g27-bench/rows-$length.jsonl 5 sequence_len=$length micro_batch_size=1"); done
+done
+for length in $TRL_LENGTHS; do
+  for layers in $MEMORY_DEPTHS; do jobs+=("plain mem-trl-$length-$layers $layers outputs/g27-bench/rows-$length.jsonl 5 $length"); done
+done
+export -f ours plain; export PY LOG PLUGINS
+printf '%s\n' "${jobs[@]}" | xargs -P 9 -I{} bash -c '{}'
 $PY -m bench.extrapolate_27b "$LOG" | tee "$LOG/summary.md"

@@ -6,12 +6,16 @@ Axolotl: add `bench.step_timer.StepTimerPlugin` to a recipe's `plugins`. TRL/HF:
 Tokens/s counts every non-padding input token (prompt and answer) over the steps after a warm-up, wall clock
 between optimizer steps (data loading, logging and optimizer included). Peak memory is torch's for the whole run.
 The result goes to $STEP_TIMER_OUT (JSON) and to stdout as one `step_timer: {...}` line.
+With $STEP_TIMER_PROFILE=<file>, the two steps after the timed ones are profiled (torch.profiler) and the GPU
+time is summarised by kind of kernel into that file (JSON, plus the top kernels as text beside it); run a few
+extra steps, the profiled ones are not in the timing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,21 +25,67 @@ from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
 WARMUP_STEPS = 3  # first steps: allocator growth, Triton autotuning, compilation
+PROFILED_STEPS = 2
+# Kernel names -> kind, first match wins (bitsandbytes' NF4 dequantization, attention kernels, the optimizer's
+# fused/foreach kernels, GEMMs; the LoRA matmuls are GEMMs too, apart from Axolotl's Triton LoRA kernels).
+KINDS = [("dequantization", r"dequant|kdequant|nf4|bnb"), ("lora (triton)", r"lora"),
+         ("attention", r"flash|fmha|attention|sdpa|softmax"),
+         ("optimizer", r"adam|optim|multi_tensor|foreach"),
+         ("cross-entropy (liger)", r"cross_entropy|liger"),
+         ("matmul", r"gemm|cutlass|cublas|xmma|nvjet|matmul|splitk|sm90")]
+
+
+def kernel_kinds(kernels: dict[str, float], wall_us: float) -> dict[str, float]:
+    """Share of the profiled wall time per kind of kernel; `idle` is the wall time no kernel ran (one stream)."""
+    shares = dict.fromkeys([kind for kind, _ in KINDS] + ["other kernels"], 0.0)
+    for name, us in kernels.items():
+        kind = next((kind for kind, pattern in KINDS if re.search(pattern, name.lower())), "other kernels")
+        shares[kind] += us / wall_us
+    shares["idle"] = max(0.0, 1 - sum(shares.values()))
+    return shares
 
 
 class StepTimer(TrainerCallback):
-    def __init__(self, out: Path | None = None, warmup: int = WARMUP_STEPS) -> None:
-        self.out, self.warmup = out, warmup
+    def __init__(self, out: Path | None = None, warmup: int = WARMUP_STEPS, profile: Path | None = None) -> None:
+        self.out, self.warmup, self.profile_out = out, warmup, profile
         self.marks: list[tuple[float, int]] = []  # (time, tokens seen) at the end of each step
+        self.examples_per_step = 1
+        self.profiler: Any = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         # The Trainer counts tokens only when asked; padding would flatter a recipe that pads more.
         args.include_num_input_tokens_seen = "non_padding"
+        self.examples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        self.profile_from = state.max_steps - PROFILED_STEPS if self.profile_out else None
 
     def on_step_end(self, args, state, control, **kwargs):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        self.marks.append((time.perf_counter(), int(state.num_input_tokens_seen)))
+        if self.profiler is None and state.global_step == self.profile_from:
+            from torch.profiler import ProfilerActivity, profile
+
+            self.profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            self.profiler.start()
+            self.profile_start = time.perf_counter()
+        if self.profiler is None:
+            self.marks.append((time.perf_counter(), int(state.num_input_tokens_seen)))
+
+    def write_profile(self) -> None:
+        torch.cuda.synchronize()
+        wall_us = (time.perf_counter() - self.profile_start) * 1e6
+        self.profiler.stop()
+        events = self.profiler.key_averages()
+        # Kernels are the events that ran on the GPU without CPU-side children (their self time is device time).
+        kernels = {e.key: e.self_device_time_total for e in events if e.self_device_time_total > 0
+                   and e.self_cpu_time_total == 0}
+        result = {"profiled_steps": PROFILED_STEPS, "wall_s": wall_us / 1e6,
+                  "kernel_s": sum(kernels.values()) / 1e6, "shares": kernel_kinds(kernels, wall_us),
+                  "top_kernels_ms": {k: round(v / 1e3, 2)
+                                     for k, v in sorted(kernels.items(), key=lambda kv: -kv[1])[:30]}}
+        self.profile_out.parent.mkdir(parents=True, exist_ok=True)
+        self.profile_out.write_text(json.dumps(result, indent=2) + "\n")
+        self.profile_out.with_suffix(".txt").write_text(events.table(sort_by="self_cuda_time_total", row_limit=40))
+        print("step_timer profile: " + json.dumps({k: round(v, 3) for k, v in result["shares"].items()}), flush=True)
 
     def summary(self) -> dict[str, Any]:
         if len(self.marks) <= self.warmup + 1:
@@ -46,11 +96,14 @@ class StepTimer(TrainerCallback):
         return {
             "measured_steps": steps, "tokens": n1 - n0, "seconds": t1 - t0,
             "tokens_per_s": (n1 - n0) / (t1 - t0), "seconds_per_step": (t1 - t0) / steps,
+            "examples_per_step": self.examples_per_step, "examples_per_s": self.examples_per_step * steps / (t1 - t0),
             "peak_allocated_gib": torch.cuda.max_memory_allocated() / gib if torch.cuda.is_available() else None,
             "peak_reserved_gib": torch.cuda.max_memory_reserved() / gib if torch.cuda.is_available() else None,
         }
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self.profiler is not None:
+            self.write_profile()
         result = self.summary()
         print("step_timer: " + json.dumps(result), flush=True)
         if self.out:
@@ -60,5 +113,5 @@ class StepTimer(TrainerCallback):
 
 class StepTimerPlugin(BasePlugin):
     def add_callbacks_post_trainer(self, cfg, trainer):
-        out = os.environ.get("STEP_TIMER_OUT")
-        return [StepTimer(Path(out) if out else None)]
+        out, profile = os.environ.get("STEP_TIMER_OUT"), os.environ.get("STEP_TIMER_PROFILE")
+        return [StepTimer(Path(out) if out else None, profile=Path(profile) if profile else None)]
