@@ -16,8 +16,8 @@ TRAIN_STEPS=${TRAIN_STEPS:-12}
 SPEED_DEPTHS=${SPEED_DEPTHS:-8 16}
 MEMORY_DEPTHS=${MEMORY_DEPTHS:-4 8}
 MICRO_BATCHES=${MICRO_BATCHES:-1 16}
-OURS_LENGTHS=${OURS_LENGTHS:-1024 2048 4096 8192 16384}
-TRL_LENGTHS=${TRL_LENGTHS:-1024 2048 4096 8192}
+OURS_LENGTHS=${OURS_LENGTHS:-2048 8192 16384}
+TRL_LENGTHS=${TRL_LENGTHS:-2048 4096 8192}
 TOKENIZER=${TOKENIZER:-models/gemma-3-270m}
 mkdir -p "$LOG"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$LOG/gpu.txt" 2>&1
@@ -64,7 +64,7 @@ for layers in $SPEED_DEPTHS; do
 done
 export STEP_TIMER_PROFILE=
 
-# Memory against sequence length: 9 runs at a time, 5 steps each (peak memory is reached by the first).
+# Memory against sequence length: 12 runs at a time, 5 steps each (peak memory is reached by the first).
 jobs=()
 for length in $OURS_LENGTHS; do
   $PY -m bench.long_rows --tokens $((length - 16)) --rows 6 --tokenizer "$TOKENIZER" --out "outputs/g27-bench/rows-$length.jsonl"
@@ -74,5 +74,5 @@ for length in $TRL_LENGTHS; do
   for layers in $MEMORY_DEPTHS; do jobs+=("plain mem-trl-$length-$layers $layers outputs/g27-bench/rows-$length.jsonl 5 $length"); done
 done
 export -f ours plain; export PY LOG PLUGINS
-printf '%s\n' "${jobs[@]}" | xargs -P 9 -I{} bash -c '{}'
+printf '%s\n' "${jobs[@]}" | xargs -P 12 -I{} bash -c '{}'
 $PY -m bench.extrapolate_27b "$LOG" | tee "$LOG/summary.md"

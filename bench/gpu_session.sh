@@ -7,8 +7,8 @@
 #   4. the quality sweep (longest first, several at once): recipe levers on dev, half the data, and the learning
 #      curve (two seeds per point, scored on eval; `curve-all-*` are the shipped recipe at two more seeds);
 #   5. the dev winner (bench/pick.py's rule) trained on the whole train split, two seeds, scored on eval;
-#   6. evaluation's speed (plain, constrained, grounded; two batch sizes; a profile) on the first final model;
-#   7. the 27B recipe against the plain one (bench/gpu_27b.sh; its random models are built during step 5).
+#   6. the 27B recipe against the plain one (bench/gpu_27b.sh; its random models are built during step 5);
+#   7. evaluation's speed (plain, constrained, grounded; two batch sizes; a profile) on the first final model.
 #   bash bench/gpu_session.sh /tmp/gpu-logs          # on the GPU machine, from the repo root, after staging
 #   STEPS="final" bash bench/gpu_session.sh ...      # only the named steps (base-model and data always run)
 # Ran on an H200 on 2026-12-02: steps 1-4 took 21 minutes after staging (reports/measured/h200-2026-12-02/);
@@ -48,7 +48,7 @@ if want final; then
   [ -n "$WIN" ] && run final "$PY" -m bench.sweep_270m --parallel 2 --log-dir "$LOG/sweep" --overrides "$WIN" 'final-s*'
 fi
 wait  # (the builds: the speed measurements below run alone)
+want g27 && run g27 env OUT="$LOG" bash bench/gpu_27b.sh
 want eval-speed && [ -f outputs/sweep/final-s42/model/adapter_config.json ] && run eval-speed \
   "$PY" -m bench.eval_speed --adapter outputs/sweep/final-s42/model --out "$LOG/eval-speed.json"
-want g27 && run g27 env OUT="$LOG" bash bench/gpu_27b.sh
 step done
