@@ -66,8 +66,10 @@ export STEP_TIMER_PROFILE=
 
 # Memory against sequence length: 12 runs at a time, 5 steps each (peak memory is reached by the first).
 jobs=()
-for length in $OURS_LENGTHS; do
+for length in $(printf '%s\n' $OURS_LENGTHS $TRL_LENGTHS | sort -nu); do
   $PY -m bench.long_rows --tokens $((length - 16)) --rows 6 --tokenizer "$TOKENIZER" --out "outputs/g27-bench/rows-$length.jsonl"
+done
+for length in $OURS_LENGTHS; do
   for layers in $MEMORY_DEPTHS; do jobs+=("ours mem-ours-$length-$layers $layers outputs/g27-bench/rows-$length.jsonl 5 sequence_len=$length micro_batch_size=1"); done
 done
 for length in $TRL_LENGTHS; do
