@@ -98,10 +98,8 @@ class Decoder:
         next_position = positions[:, -1:] + 1
         for step in range(self.max_new_tokens):
             logits = out.logits[:, -1, :]
-            if constraint:
-                constraint.mask(logits, [i for i in range(rows) if not done[i]])
-            tokens = logits.argmax(-1).tolist()
             active = [i for i in range(rows) if not done[i]]
+            tokens = constraint.greedy(logits, active) if constraint else logits.argmax(-1).tolist()
             for i in active:
                 if tokens[i] in self.stop_ids:
                     done[i] = True
@@ -123,8 +121,11 @@ class Decoder:
 
 
 class _Constraint:
-    """Per-row xgrammar matchers: fill the allowed-token bitmask of the active rows (in parallel threads) and
-    apply it to the logits on their device."""
+    """Per-row xgrammar matchers. Greedy decoding needs the grammar only where the model's own choice breaks it:
+    each step fills the allowed-token bitmask of the active rows (in parallel threads, on the CPU), looks up the
+    bit of each row's unconstrained argmax, and masks the logits of the refused rows only. The result is exactly
+    the argmax of fully masked logits (the best allowed token), without moving and applying a vocabulary-wide
+    mask for every row at every step (a trained model's choice is almost always allowed)."""
 
     def __init__(self, matchers: Sequence[Any], vocab: int) -> None:
         import xgrammar as xgr
@@ -133,10 +134,22 @@ class _Constraint:
         self.bitmask = xgr.allocate_token_bitmask(len(matchers), vocab)
         self.batch = xgr.BatchGrammarMatcher()
 
-    def mask(self, logits: torch.Tensor, rows: list[int]) -> None:
+    def greedy(self, logits: torch.Tensor, rows: list[int]) -> list[int]:
+        """The next token of every row: under its grammar for `rows`, the plain argmax for the others."""
+        tokens = logits.argmax(-1).tolist()
+        if not rows:
+            return tokens
         self.batch.batch_fill_next_token_bitmask([self.matchers[i] for i in rows], self.bitmask, indices=rows)
-        self.xgr.apply_token_bitmask_inplace(logits, self.bitmask.to(logits.device), vocab_size=self.vocab,
-                                             indices=rows)
+        chosen = torch.tensor([tokens[i] for i in rows])
+        words = self.bitmask[torch.tensor(rows), chosen >> 5]  # 32 tokens per int32 word
+        refused = [row for row, bit in zip(rows, ((words >> (chosen & 31)) & 1).tolist(), strict=True) if not bit]
+        if refused:
+            masked = logits[refused]  # a copy: the model's logits stay as they are
+            self.xgr.apply_token_bitmask_inplace(masked, self.bitmask[refused].to(logits.device),
+                                                 vocab_size=self.vocab)
+            for row, token in zip(refused, masked.argmax(-1).tolist(), strict=True):
+                tokens[row] = token
+        return tokens
 
     def accept(self, rows: list[int], tokens: list[int]) -> None:
         self.xgr.BatchGrammarMatcher.batch_accept_token([self.matchers[i] for i in rows], tokens)

@@ -1,5 +1,6 @@
 """Decoding: the shared prompt prefix computed once gives exactly the answers of each prompt decoded alone
-(checked against transformers' own generate), and grounded decoding only ever writes spans of the query."""
+(checked against transformers' own generate), constrained greedy picks exactly the best allowed token, and
+grounded decoding only ever writes spans of the query."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from contract.config import load_config
 from contract.prompt import prompt_token_ids, system_prompt
 from contract.rows import stop_token_ids
 from evaluation.constraints import SchemaGrammar, query_spans
-from evaluation.decoding import Decoder, shared_prefix_length
+from evaluation.decoding import Decoder, _Constraint, shared_prefix_length
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -81,3 +82,31 @@ def test_grounded_decoding_only_writes_spans_of_the_query(tokenizer, prompts, sc
             assert entity["value"] in query_spans(query, 48), (query, entity)
             values += 1
     assert values >= len(queries)
+
+
+def test_constrained_greedy_keeps_an_allowed_choice_and_replaces_a_refused_one_by_the_best_allowed_token(
+        tokenizer, schema) -> None:
+    vocab = len(tokenizer)
+    grammar = SchemaGrammar(tokenizer, schema, vocab, max_string_chars=48, max_items=2, grounded_values=False)
+    matchers = [grammar.matcher("q") for _ in range(3)]
+    allowed_first = tokenizer.convert_tokens_to_ids('{"')  # a JSON object must open; "hello" cannot
+    refused_first = tokenizer.convert_tokens_to_ids("hello")
+    torch.manual_seed(0)
+    logits = torch.randn(3, vocab)
+    logits[0, allowed_first] = 50.0  # row 0: the model's own choice is allowed
+    logits[1, refused_first] = 50.0  # row 1: refused, and random logits decide among the allowed
+    original = logits.clone()
+    # The reference: the whole vocabulary-wide mask applied to every constrained row, then argmax.
+    import xgrammar as xgr
+
+    bitmask = xgr.allocate_token_bitmask(3, vocab)
+    for i, matcher in enumerate(matchers[:2]):
+        matcher.fill_next_token_bitmask(bitmask, i)
+    masked = logits.clone()
+    xgr.apply_token_bitmask_inplace(masked, bitmask, vocab_size=vocab, indices=[0, 1])
+    expected = masked.argmax(-1).tolist()
+
+    tokens = _Constraint(matchers, vocab).greedy(logits, rows=[0, 1])  # row 2 is done: no grammar
+    assert tokens[0] == allowed_first and tokens[1] != refused_first
+    assert tokens[:2] == expected[:2] and tokens[2] == int(original[2].argmax())
+    assert torch.equal(logits, original)  # the model's logits are not modified
