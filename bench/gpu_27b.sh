@@ -5,9 +5,11 @@
 #   1. speed, each run alone on the GPU, the same sample rows: ours at each micro-batch in $MICRO_BATCHES and
 #      the plain recipe, at the depths in $SPEED_DEPTHS; the last two steps of ours at the largest micro-batch
 #      and deepest depth are profiled (kernel time by kind);
-#   2. memory against sequence_len (rows of bench/long_rows.py, micro-batch 1), several runs at once (peak
-#      memory is per process), at the depths in $MEMORY_DEPTHS.
+#   2. memory against sequence_len (rows of bench/long_rows.py, micro-batch 1), $MEMORY_PARALLEL runs at once
+#      (peak memory is per process; other work may share the GPU, as long as the caps fit beside it), at the
+#      depths in $MEMORY_DEPTHS.
 #   bash bench/gpu_27b.sh            # writes $OUT/gpu-27b (or reports/measured/gpu-27b): logs, JSON, summary
+#   PARTS="build memory" bash bench/gpu_27b.sh; PARTS=speed bash bench/gpu_27b.sh   # the same, in two sittings
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
@@ -19,9 +21,12 @@ MICRO_BATCHES=${MICRO_BATCHES:-1 16}
 OURS_LENGTHS=${OURS_LENGTHS:-2048 8192 16384}
 TRL_LENGTHS=${TRL_LENGTHS:-2048 4096 8192}
 TOKENIZER=${TOKENIZER:-models/gemma-3-270m}
+PARTS=${PARTS:-speed memory}
+MEMORY_PARALLEL=${MEMORY_PARALLEL:-4}  # 4 x the 24 GiB cap: room left on an 80 GB H100 is not assumed
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 mkdir -p "$LOG"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$LOG/gpu.txt" 2>&1
-$PY -m bench.matmul_peak | tee "$LOG/matmul_peak.txt"
+part speed && $PY -m bench.matmul_peak | tee "$LOG/matmul_peak.txt"  # alone on the GPU, as the speed runs
 export GPU_MEMORY_CAP_GIB=${GPU_MEMORY_CAP_GIB:-24} PYTHONPATH="$PWD/bench/gpu_cap${PYTHONPATH:+:$PYTHONPATH}"
 PLUGINS="plugins=[axolotl.integrations.liger.LigerPlugin, training.plugin.RecipePlugin, bench.step_timer.StepTimerPlugin]"
 
@@ -47,12 +52,15 @@ plain() {  # name layers train.jsonl steps max_length
       || { echo "{\"error\": \"exit $?, see $1.log\"}" > "$LOG/$1.json"; echo "$1 FAILED"; }
 }
 
-for layers in $SPEED_DEPTHS $MEMORY_DEPTHS; do build "$layers"; done
+# the random models of the parts that run (PARTS=build: of both, e.g. ahead of a later speed sitting)
+for layers in $( (part speed || part build) && echo "$SPEED_DEPTHS") $( (part memory || part build) && echo "$MEMORY_DEPTHS"); do
+  build "$layers"
+done
 mkdir -p outputs/g27-bench
 head -n 512 data/processed/train.jsonl > outputs/g27-bench/sample.jsonl
 
 deepest=${SPEED_DEPTHS##* } largest=${MICRO_BATCHES##* }
-for layers in $SPEED_DEPTHS; do
+for layers in $(part speed && echo "$SPEED_DEPTHS"); do
   for mb in $MICRO_BATCHES; do
     export STEP_TIMER_PROFILE=; [ "$layers" = "$deepest" ] && [ "$mb" = "$largest" ] && STEP_TIMER_PROFILE="$LOG/profile.json"
     ours "ours-mb$mb-$layers" "$layers" outputs/g27-bench/sample.jsonl "$TRAIN_STEPS" \
@@ -64,17 +72,17 @@ for layers in $SPEED_DEPTHS; do
 done
 export STEP_TIMER_PROFILE=
 
-# Memory against sequence length: 12 runs at a time, 5 steps each (peak memory is reached by the first).
+# Memory against sequence length: 5 steps each (peak memory is reached by the first).
 jobs=()
-for length in $(printf '%s\n' $OURS_LENGTHS $TRL_LENGTHS | sort -nu); do
+part memory && for length in $(printf '%s\n' $OURS_LENGTHS $TRL_LENGTHS | sort -nu); do
   $PY -m bench.long_rows --tokens $((length - 16)) --rows 6 --tokenizer "$TOKENIZER" --out "outputs/g27-bench/rows-$length.jsonl"
 done
-for length in $OURS_LENGTHS; do
+part memory && for length in $OURS_LENGTHS; do
   for layers in $MEMORY_DEPTHS; do jobs+=("ours mem-ours-$length-$layers $layers outputs/g27-bench/rows-$length.jsonl 5 sequence_len=$length micro_batch_size=1"); done
 done
-for length in $TRL_LENGTHS; do
+part memory && for length in $TRL_LENGTHS; do
   for layers in $MEMORY_DEPTHS; do jobs+=("plain mem-trl-$length-$layers $layers outputs/g27-bench/rows-$length.jsonl 5 $length"); done
 done
 export -f ours plain; export PY LOG PLUGINS
-printf '%s\n' "${jobs[@]}" | xargs -P 12 -I{} bash -c '{}'
-$PY -m bench.extrapolate_27b "$LOG" | tee "$LOG/summary.md"
+[ ${#jobs[@]} -gt 0 ] && printf '%s\n' "${jobs[@]}" | xargs -P "$MEMORY_PARALLEL" -I{} bash -c '{}'
+[ -f "$LOG/matmul_peak.txt" ] && $PY -m bench.extrapolate_27b "$LOG" | tee "$LOG/summary.md"
