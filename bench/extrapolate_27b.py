@@ -37,13 +37,29 @@ def fit(points: dict[int, float]) -> tuple[float, float]:
     return my - b * mx, b
 
 
+def logged_peaks(log: str) -> dict[str, float]:
+    """The largest of Axolotl's per-log memory figures in a run's log (each covers the steps since the log
+    before: Axolotl resets torch's peaks at every log). The step timer of runs before 2026-12-03 read torch's
+    peak once, at the end, so it saw only the steps after the last log; these lines recover the whole run."""
+    found = {}
+    for key, pattern in (("peak_allocated_gib", "max_allocated"), ("peak_reserved_gib", "device_reserved")):
+        values = [float(v) for v in re.findall(rf"'memory/{pattern} \(GiB\)': '([\d.]+)'", log)]
+        if values:
+            found[key] = max(values)
+    return found
+
+
 def load(log_dir: Path, prefix: str) -> dict[int, dict]:
-    """{layers: step timer result} of the files `<prefix>-<layers>.json` that measured something."""
+    """{layers: step timer result} of the files `<prefix>-<layers>.json` that measured something; peak memory
+    is the larger of the step timer's and Axolotl's own log lines (`<prefix>-<layers>.log`)."""
     runs = {}
     for path in log_dir.glob(f"{prefix}-*.json"):
         name, _, layers = path.stem.rpartition("-")
         result = json.loads(path.read_text())
         if name == prefix and layers.isdigit() and "error" not in result:
+            log = path.with_suffix(".log")
+            for key, value in (logged_peaks(log.read_text(errors="replace")) if log.exists() else {}).items():
+                result[key] = max(result.get(key) or 0.0, value)
             runs[int(layers)] = result
     return dict(sorted(runs.items()))
 
@@ -145,9 +161,22 @@ def summary(log_dir: Path) -> tuple[dict[str, Any], list[str]]:
     if (log_dir / "profile.json").exists():
         profile = json.loads((log_dir / "profile.json").read_text())
         result["profile"] = {"file": "profile.json", **{k: profile[k] for k in ("wall_s", "kernel_s", "shares")}}
+        # The profiler slows the CPU side, so its wall time overstates idle: GPU busy is the kernel time of a
+        # profiled step over the unprofiled step time of the same run (the deepest depth, largest micro-batch).
+        profiled = [p for p in speed_prefixes(log_dir) if p.startswith("ours-")]
+        deepest = load(log_dir, profiled[-1]) if profiled else {}
+        kernel_per_step = profile["kernel_s"] / profile["profiled_steps"]
         lines += ["", f"Where a step's time goes ({profile['profiled_steps']} profiled steps, "
-                  f"{profile['wall_s']:.2f} s):", "", "| kind | share of wall time |", "|---|---|"]
-        lines += [f"| {kind} | {share:.1%} |" for kind, share in profile["shares"].items()]
+                  f"{profile['wall_s']:.2f} s under the profiler, {kernel_per_step:.3f} s of kernels a step):", "",
+                  "| kind | share of wall time (profiled) | share of kernel time |", "|---|---|---|"]
+        lines += [f"| {kind} | {share:.1%} | {share * profile['wall_s'] / profile['kernel_s']:.1%} |"
+                  for kind, share in profile["shares"].items() if kind != "idle"]
+        if deepest:
+            layers, run = max(deepest.items())
+            busy = kernel_per_step / run["seconds_per_step"]
+            result["profile"] |= {"run": f"{profiled[-1]}-{layers}", "gpu_busy": busy}
+            lines += ["", f"GPU busy: {kernel_per_step:.3f} s of kernels in a {run['seconds_per_step']:.3f} s step "
+                      f"({profiled[-1]}, {layers} layers, unprofiled): {busy:.0%}"]
     return result, lines
 
 

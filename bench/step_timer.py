@@ -4,7 +4,10 @@ Axolotl: add `bench.step_timer.StepTimerPlugin` to a recipe's `plugins`. TRL/HF:
 `callbacks`.
 
 Tokens/s counts every non-padding input token (prompt and answer) over the steps after a warm-up, wall clock
-between optimizer steps (data loading, logging and optimizer included). Peak memory is torch's for the whole run.
+between optimizer steps (data loading, logging and optimizer included). Peak memory is the whole run's (model
+loading included): the running maximum of torch's peaks, read at the end of every step, because Axolotl resets
+torch's peak statistics at every log (axolotl.utils.bench.gpu_memory_usage_all), so a single reading at the end
+covers only the steps after the last log.
 The result goes to $STEP_TIMER_OUT (JSON) and to stdout as one `step_timer: {...}` line.
 With $STEP_TIMER_PROFILE=<file>, the two steps after the timed ones are profiled (torch.profiler) and the GPU
 time is summarised by kind of kernel into that file (JSON, plus the top kernels as text beside it); run a few
@@ -17,6 +20,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +49,24 @@ def kernel_kinds(kernels: dict[str, float], wall_us: float) -> dict[str, float]:
     return shares
 
 
+def cuda_peaks() -> tuple[int, int]:
+    return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+
+
 class StepTimer(TrainerCallback):
-    def __init__(self, out: Path | None = None, warmup: int = WARMUP_STEPS, profile: Path | None = None) -> None:
+    def __init__(self, out: Path | None = None, warmup: int = WARMUP_STEPS, profile: Path | None = None,
+                 memory: Callable[[], tuple[int, int]] | None = None) -> None:
+        """`memory`: (peak allocated, peak reserved) bytes so far; torch's CUDA peaks by default."""
         self.out, self.warmup, self.profile_out = out, warmup, profile
         self.marks: list[tuple[float, int]] = []  # (time, tokens seen) at the end of each step
         self.examples_per_step = 1
         self.profiler: Any = None
+        self.memory = memory or (cuda_peaks if torch.cuda.is_available() else None)
+        self.peaks = (0, 0)
+
+    def read_peaks(self) -> None:
+        if self.memory:
+            self.peaks = tuple(max(old, new) for old, new in zip(self.peaks, self.memory(), strict=True))
 
     def on_train_begin(self, args, state, control, **kwargs):
         # The Trainer counts tokens only when asked; padding would flatter a recipe that pads more.
@@ -61,6 +77,7 @@ class StepTimer(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
+        self.read_peaks()  # before this step's log resets them (the Trainer logs after on_step_end)
         if self.profiler is None and state.global_step == self.profile_from:
             from torch.profiler import ProfilerActivity, profile
 
@@ -97,11 +114,12 @@ class StepTimer(TrainerCallback):
             "measured_steps": steps, "tokens": n1 - n0, "seconds": t1 - t0,
             "tokens_per_s": (n1 - n0) / (t1 - t0), "seconds_per_step": (t1 - t0) / steps,
             "examples_per_step": self.examples_per_step, "examples_per_s": self.examples_per_step * steps / (t1 - t0),
-            "peak_allocated_gib": torch.cuda.max_memory_allocated() / gib if torch.cuda.is_available() else None,
-            "peak_reserved_gib": torch.cuda.max_memory_reserved() / gib if torch.cuda.is_available() else None,
+            "peak_allocated_gib": self.peaks[0] / gib if self.memory else None,
+            "peak_reserved_gib": self.peaks[1] / gib if self.memory else None,
         }
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.read_peaks()
         if self.profiler is not None:
             self.write_profile()
         result = self.summary()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.extrapolate_27b import FULL_DEPTH, extrapolate
+from bench.extrapolate_27b import FULL_DEPTH, extrapolate, logged_peaks
 from bench.flops import Geometry, train_flops
 from bench.gemma27b_geometry import matmul_params
 from bench.pick import pick_prompt, pick_recipe
@@ -113,3 +113,33 @@ def test_the_preparation_bench_compares_the_recipe_with_and_without_the_plugin()
     assert shipped == recipe and PLUGIN in shipped["plugins"] and shipped["loss_positions_only"]
     assert PLUGIN not in without.get("plugins", []) and "loss_positions_only" not in without
     assert without == {k: v for k, v in recipe.items() if k not in ("plugins", "loss_positions_only")}
+
+
+def test_the_step_timer_keeps_the_whole_runs_peak_although_axolotl_resets_torchs_peaks_at_every_log() -> None:
+    from types import SimpleNamespace
+
+    from bench.step_timer import StepTimer
+
+    gib = 2**30
+    # torch's peaks as read after each step: loading + step 1, then each log's reset leaves only the step since.
+    readings = iter([(10 * gib, 12 * gib), (5 * gib, 6 * gib), (7 * gib, 7 * gib), (5 * gib, 6 * gib)])
+    timer = StepTimer(warmup=0, memory=lambda: next(readings))
+    args = SimpleNamespace(per_device_train_batch_size=2, gradient_accumulation_steps=1)
+    state = SimpleNamespace(max_steps=3, global_step=0, num_input_tokens_seen=0)
+    timer.on_train_begin(args, state, None)
+    for step in range(1, 4):
+        state.global_step, state.num_input_tokens_seen = step, 100 * step
+        timer.on_step_end(args, state, None)
+    timer.on_train_end(args, state, None)
+    summary = timer.summary()
+    assert (summary["peak_allocated_gib"], summary["peak_reserved_gib"]) == (10.0, 12.0)
+    assert summary["tokens"] == 200 and summary["measured_steps"] == 2
+
+
+def test_axolotls_per_log_memory_lines_give_the_runs_peak() -> None:
+    log = """{'loss': '2.1', 'memory/max_active (GiB)': '9.89', 'memory/max_allocated (GiB)': '9.89', \
+'memory/device_reserved (GiB)': '10.32'}
+{'loss': '1.9', 'memory/max_active (GiB)': '3.76', 'memory/max_allocated (GiB)': '3.76', \
+'memory/device_reserved (GiB)': '10.33'}"""
+    assert logged_peaks(log) == {"peak_allocated_gib": 9.89, "peak_reserved_gib": 10.33}
+    assert logged_peaks("step_timer: {}") == {}
