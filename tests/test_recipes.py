@@ -40,7 +40,7 @@ MISTAKES = [
     ("append", "learning_rate: 0.1\n", "duplicate key `learning_rate`"),
     ("replace", ("roles_to_train: [assistant]", "roles_to_train: [assistnt]"),
      "datasets[0]: roles_to_train must be ['assistant'] (the JSON answer), got ['assistnt']"),
-    ("replace", ("lora_r: 64", "lora_r: sixtyfour"), "Axolotl rejects it"),
+    ("replace", ("lora_r: 128", "lora_r: many"), "Axolotl rejects it"),
 ]
 
 
