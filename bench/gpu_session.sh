@@ -27,7 +27,7 @@ want() { [ -z "${STEPS:-}" ] || [[ " $STEPS " == *" $1 "* ]]; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$LOG/gpu.txt" 2>&1
 # the last measured sweep (the prompt comparison included): new rows replace old ones, the winner is picked from all
-cp reports/measured/h200-2026-12-02/sweep/results.json "$LOG/sweep/results.json"
+cp reports/measured/h200-2026-12-03/sweep/results.json "$LOG/sweep/results.json"
 run base-model make base-model PY="$PY"
 run data make data PY="$PY"
 want cudnn && run cudnn-sdpa-nan "$PY" -m bench.cudnn_sdpa_nan
