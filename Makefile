@@ -79,13 +79,16 @@ export: export-setup
 	$(PY) -m postprocess.export $(STAGE) $(if $(MODEL),--model $(MODEL)) $(EXPORT_ARGS)
 
 # Builds llama.cpp once (~7 min on 2 cores): not part of `make setup`, which GPU training does not need it for.
+# GGML_NATIVE=OFF (an AVX2 build): -march=native compiles in llama.cpp's AMX kernels wherever the CPU has AMX, and
+# on such a machine here decoding a q8_0 GGUF crashed with a segmentation fault (f16 ran) - a parity check must run.
 export-setup: $(LLAMA_CPP_SRC)/.built
 
 $(LLAMA_CPP_SRC)/.built:
 	mkdir -p .tools
 	$(PY) -m pip download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_PYTHON) -d .tools
 	tar -xzf .tools/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C .tools
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install --quiet -c constraints.txt $(LLAMA_CPP_SRC)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(PY) -m pip install --quiet -c constraints.txt $(LLAMA_CPP_SRC)
 	touch $@
 
 # Upload the merged model with its card: make push HUB_REPO=you/name (HF_TOKEN from the environment);
