@@ -115,8 +115,8 @@ def summary(log_dir: Path) -> tuple[dict[str, Any], list[str]]:
 
     full: dict[str, dict[str, float]] = {}
     depths: dict[str, list[int]] = {}
-    for prefix in speed_prefixes(log_dir):
-        runs = load(log_dir, prefix)
+    measured = {prefix: load(log_dir, prefix) for prefix in speed_prefixes(log_dir)}
+    for prefix, runs in measured.items():
         label = LABELS["trl"] if prefix == "trl" else f"{LABELS['ours']}, {prefix.removeprefix('ours-')}"
         lines += [row(label, str(layers), layers, run) for layers, run in runs.items()]
         if len(runs) >= 2:
@@ -163,8 +163,8 @@ def summary(log_dir: Path) -> tuple[dict[str, Any], list[str]]:
         result["profile"] = {"file": "profile.json", **{k: profile[k] for k in ("wall_s", "kernel_s", "shares")}}
         # The profiler slows the CPU side, so its wall time overstates idle: GPU busy is the kernel time of a
         # profiled step over the unprofiled step time of the same run (the deepest depth, largest micro-batch).
-        profiled = [p for p in speed_prefixes(log_dir) if p.startswith("ours-")]
-        deepest = load(log_dir, profiled[-1]) if profiled else {}
+        profiled = [p for p in measured if p.startswith("ours-")]
+        deepest = measured[profiled[-1]] if profiled else {}
         kernel_per_step = profile["kernel_s"] / profile["profiled_steps"]
         lines += ["", f"Where a step's time goes ({profile['profiled_steps']} profiled steps, "
                   f"{profile['wall_s']:.2f} s under the profiler, {kernel_per_step:.3f} s of kernels a step):", "",

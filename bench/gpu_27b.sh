@@ -22,7 +22,7 @@ OURS_LENGTHS=${OURS_LENGTHS:-2048 8192 16384}
 TRL_LENGTHS=${TRL_LENGTHS:-2048 4096 8192}
 TOKENIZER=${TOKENIZER:-models/gemma-3-270m}
 PARTS=${PARTS:-speed memory}
-MEMORY_PARALLEL=${MEMORY_PARALLEL:-4}  # 4 x the 24 GiB cap: room left on an 80 GB H100 is not assumed
+MEMORY_PARALLEL=${MEMORY_PARALLEL:-4}  # 4 x the 24 GiB cap = 96 GiB: an H200 (139 GiB); use 3 on an 80 GB H100
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 mkdir -p "$LOG"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$LOG/gpu.txt" 2>&1

@@ -4,7 +4,7 @@
 #   1. the cuDNN bug on this GPU and the matmul peak (seconds);
 #   2. side by side, sharing the GPU (a 270M run leaves most of it idle; peak memory is per process):
 #      the dev winner (bench/pick.py's rule) trained on the whole train split, two seeds, scored on eval; the
-#      quality sweep on dev ($SWEEP); the 27B memory runs against sequence_len (bench/gpu_27b.sh, PARTS=memory)
+#      quality sweep on dev ($SWEEP); the 27B memory runs against sequence_len (bench/gpu_27b.sh, PARTS="build memory")
 #      after its random models are built;
 #   3. alone on the GPU (timings): evaluation's speed (plain, constrained, grounded; two batch sizes; a profile)
 #      on the first final model; the 27B speed runs against the plain recipe, with a profile (PARTS=speed);
@@ -51,10 +51,7 @@ wait
 # 3. Alone.
 want eval-speed && [ -f outputs/sweep/final-s42/model/adapter_config.json ] && run eval-speed \
   "$PY" -m bench.eval_speed --adapter outputs/sweep/final-s42/model --out "$LOG/eval-speed.json"
-if want g27; then
-  run g27-speed env OUT="$LOG" PARTS=speed bash bench/gpu_27b.sh
-  cp "$LOG/gpu-27b/summary.md" "$LOG/g27-summary.md" 2>/dev/null
-fi
+want g27 && run g27-speed env OUT="$LOG" PARTS=speed bash bench/gpu_27b.sh  # summary: $LOG/gpu-27b/summary.md
 want pipeline && run pipeline-270m "$PY" -m bench.pipeline_270m --out "$LOG/pipeline-270m.json"
 want speed && run speed-270m "$PY" -m bench.speed_270m --steps 60 --out "$LOG/speed-270m.json" \
   shipped cudnn-default eager batch-32
