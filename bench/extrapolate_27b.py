@@ -148,8 +148,9 @@ def summary(log_dir: Path) -> tuple[dict[str, Any], list[str]]:
                   "|---|" + "---|" * len(sequences)]
         lengths = sorted({length for table in sequences.values() for length in table})
         for length in lengths:
-            cells = [f"{sequences[r][length]['peak_reserved_gib']:.1f}" if length in sequences[r] else "–"
-                     for r in sequences]
+            cells = [f"{sequences[r][length]['peak_reserved_gib']:.1f} "
+                     f"({sequences[r][length]['per_layer_reserved_gib']:.2f} a layer)" if length in sequences[r]
+                     else "–" for r in sequences]
             lines.append(f"| {length} | " + " | ".join(cells) + " |")
         result["max_seq_len_24gib"] = {
             ("ours" if r == "ours" else "plain"): max((n for n, e in t.items() if e["peak_reserved_gib"] <= CAP_GIB),
