@@ -19,6 +19,8 @@ LOG=${1:-/tmp/gpu-logs}
 PARALLEL=${PARALLEL:-4}
 # the dev experiments of step 2 (bench/experiments_270m.yaml), longest first
 SWEEP=${SWEEP:-epochs-10 r128-e8 r128-lr4e-4-e6 batch-32-e5}
+# the training-speed variants of step 3 (bench/speed_270m.py)
+SPEED=${SPEED:-shipped cudnn-default eager batch-32}
 mkdir -p "$LOG/sweep"
 export PY=${PY:-python3} PYTHONUNBUFFERED=1
 step() { echo "=== $(date +%T) $*" | tee -a "$LOG/steps.txt"; }
@@ -28,6 +30,12 @@ want() { [ -z "${STEPS:-}" ] || [[ " $STEPS " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$LOG/gpu.txt" 2>&1
 # the last measured sweep (the prompt comparison included): new rows replace old ones, the winner is picked from all
 cp reports/measured/h200-2026-12-03/sweep/results.json "$LOG/sweep/results.json"
+# pip compiles bytecode when it installs; the staging (--no-compile) does not, and the lent GPU machine sets
+# PYTHONDONTWRITEBYTECODE=1, so every process would compile the sources of Axolotl, its dependencies and this repo
+# again on import, seconds per process (the torchao SyntaxWarning in every stage log of 2026-12-03 is that
+# compilation). Compile once, as an install would have; Python reads the bytecode whatever that variable says.
+run compile "$PY" -m compileall -q -j 0 contract preprocess training postprocess evaluation bench \
+  $("$PY" -c 'import os, sys; print(" ".join(p for p in sys.path if "-packages" in p or p.startswith("/tmp/site")))')
 run base-model make base-model PY="$PY"
 run data make data PY="$PY"
 want cudnn && run cudnn-sdpa-nan "$PY" -m bench.cudnn_sdpa_nan
@@ -53,6 +61,5 @@ want eval-speed && [ -f outputs/sweep/final-s42/model/adapter_config.json ] && r
   "$PY" -m bench.eval_speed --adapter outputs/sweep/final-s42/model --out "$LOG/eval-speed.json"
 want g27 && run g27-speed env OUT="$LOG" PARTS=speed bash bench/gpu_27b.sh  # summary: $LOG/gpu-27b/summary.md
 want pipeline && run pipeline-270m "$PY" -m bench.pipeline_270m --out "$LOG/pipeline-270m.json"
-want speed && run speed-270m "$PY" -m bench.speed_270m --steps 60 --out "$LOG/speed-270m.json" \
-  shipped cudnn-default eager batch-32
+want speed && run speed-270m "$PY" -m bench.speed_270m --steps 60 --out "$LOG/speed-270m.json" $SPEED
 step done

@@ -36,6 +36,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "pad-8": ("batches padded to a multiple of 8 instead of 64", {"pad_to_multiple_of": 8}),
     "batch-32": ("micro-batch 32 instead of 16 (the same examples in half the steps)", {"micro_batch_size": 32,
                                                                       "gradient_accumulation_steps": 1}),
+    "batch-64": ("micro-batch 64 instead of 16 (the same examples in a quarter of the steps)",
+                 {"micro_batch_size": 64, "gradient_accumulation_steps": 1}),
 }
 TIMER = "bench.step_timer.StepTimerPlugin"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -27,6 +28,14 @@ DEFAULT_PIPELINE = REPO_ROOT / "pipeline.yaml"
 # minutes). Python that launches stages itself (tests, bench/) passes the same.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1", "WANDB_MODE": "disabled",
                "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
+
+
+def run_env() -> dict[str, str]:
+    """The environment training runs with: telemetry always off; the Hub offline unless HF_HUB_OFFLINE says
+    otherwise (the 27B downloads its weights with HF_HUB_OFFLINE=0, as the README and the Docker image set)."""
+    return {**OFFLINE_ENV, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+
+
 VARIANTS = ("tuned", "tuned+constrained", "base", "base+constrained")
 
 

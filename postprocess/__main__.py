@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = {"base": base, "adapter": shown(adapter),
               "adapter_sha256": sha256_file(adapter / ADAPTER_WEIGHTS), "recipe": shown(recipe.path),
               "config": config.as_record()}
-    save_merged(merged, base, adapter, out, proof, record)
+    save_merged(merged, tokenizer, base, out, proof, record)
     write_card(out, config, recipe, metrics=None)
     print(f"merged model (with its card, README.md) -> {shown(out)}")
     return 0

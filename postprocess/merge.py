@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from contract.config import shown
 from contract.errors import UserError
@@ -131,12 +131,11 @@ def base_file(base: str, name: str) -> Path | None:
     return Path(cached) if isinstance(cached, str) else None
 
 
-def save_merged(model: PreTrainedModel, base: str, adapter_dir: Path, out_dir: Path, proof: MergeProof,
-                record: dict[str, Any]) -> None:
+def save_merged(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, base: str, out_dir: Path,
+                proof: MergeProof, record: dict[str, Any]) -> None:
     """A self-contained HF directory, written whole or not at all: weights, tokenizer + chat template,
     generation config that stops at the end of the model's turn, the licence notice, and the proof with the
-    settings that made it."""
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)  # Axolotl saves the tokenizer it trained with
+    settings that made it. `tokenizer`: the one the adapter was trained with (Axolotl saves it beside the adapter)."""
     with replaced_directory(out_dir) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from contract.config import add_stage_arguments, config_from_args
+from contract.config import add_stage_arguments, config_from_args, run_env
 from contract.prompt import answer_text, labels_text, render_system_prompt
 from contract.rows import read_row, training_row
 from contract.schema import bounded_schema, canonical_answer, copy_from_query_pointers, scored_fields
@@ -70,3 +70,13 @@ def test_every_recipe_reads_the_data_stage_files(recipe) -> None:
 
     loaded = Recipe.load(REPO_ROOT / "axolotl_configs" / recipe)
     assert loaded.data_dir == REPO_ROOT / "data/processed" and loaded.sequence_len >= 512
+
+
+def test_training_goes_to_the_hub_only_when_asked_and_never_sends_telemetry(monkeypatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert run_env()["HF_HUB_OFFLINE"] == "1"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the 27B's download (README, Docker image)
+    env = run_env()
+    assert env["HF_HUB_OFFLINE"] == "0"
+    assert env["AXOLOTL_DO_NOT_TRACK"] == env["DO_NOT_TRACK"] == env["HF_HUB_DISABLE_TELEMETRY"] == "1"
+    assert env["WANDB_MODE"] == "disabled"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_TRAINING, Project, make, write_project
-from training.plugin import NON_FINITE_REPORT, decide_cudnn_sdpa, loss_positions_forward, non_finite_values
+from training.plugin import decide_cudnn_sdpa, loss_positions_forward, non_finite_values
+from training.state import NON_FINITE_REPORT
 
 CASES = [
     # setting, GPU capability, cuDNN version -> keep cuDNN SDPA on?

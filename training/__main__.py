@@ -1,5 +1,7 @@
 """Train with Axolotl: the recipe (plus CPU settings where there is no GPU, plus your overrides) is written to
-<output_dir>/recipe.yaml, checked, and run with `accelerate launch -m axolotl.cli.train`.
+<output_dir>/recipe.yaml, checked, and trained: in this process for one process (Axolotl's own entry point, as
+`axolotl train --launcher python`), with `accelerate launch -m axolotl.cli.train` (GPUs) or torchrun (CPU ranks)
+for several.
 
     python -m training [--config <recipe>] [--num-processes 2] [--key=value ...]
 
@@ -14,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,13 +24,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from contract.config import OFFLINE_ENV, add_stage_arguments, config_from_args, resolve, shown
+from contract.config import add_stage_arguments, config_from_args, resolve, run_env, shown
 from contract.errors import UserError, run_cli
 from contract.outputs import write_json_atomic
-from training.plugin import NON_FINITE_REPORT
 from training.recipe_check import check
 from training.recipes import data_fingerprint, effective_recipe, load_recipe, parse_overrides
-from training.state import STATE
+from training.state import NON_FINITE_REPORT, STATE
 
 
 def now() -> str:
@@ -48,6 +50,38 @@ def launch_command(recipe_file: Path, num_processes: int, on_gpu: bool) -> tuple
     return [*command, "-m", "axolotl.cli.train", str(recipe_file)], {}
 
 
+def train_in_process(recipe_file: Path) -> None:
+    """What `accelerate launch -m axolotl.cli.train` runs, in this interpreter: for one process the launcher only
+    starts a second Python that imports torch, transformers and Axolotl again (~10-25 s; README, "the pipeline")."""
+    from axolotl.cli.args import TrainerCliArgs
+    from axolotl.cli.config import load_cfg
+    from axolotl.cli.train import do_train
+
+    do_train(load_cfg(str(recipe_file)), TrainerCliArgs())
+
+
+def train(recipe_file: Path, output_dir: Path, num_processes: int, on_gpu: bool) -> str | None:
+    """Train; None on success, else why it failed (the plugin's NaN report where there is one)."""
+    report = output_dir / NON_FINITE_REPORT
+    report.unlink(missing_ok=True)  # an earlier run's
+    if num_processes == 1:
+        try:
+            train_in_process(recipe_file)
+            return None
+        except Exception as err:
+            if not report.exists():
+                traceback.print_exc()
+            failure = f"{type(err).__name__}: {err}"
+    else:
+        command, launch_env = launch_command(recipe_file, num_processes, on_gpu)
+        print("$ " + " ".join(command), flush=True)
+        status = subprocess.run(command, env={**os.environ, **run_env(), **launch_env}).returncode
+        if status == 0:
+            return None
+        failure = f"Axolotl exited with status {status}; the log above says why"
+    return json.loads(report.read_text())["message"] if report.exists() else failure
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_stage_arguments(parser)
@@ -56,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preprocess-only", action="store_true",
                         help="only Axolotl's tokenization and label masking (`axolotl preprocess`), to inspect it")
     args, rest = parser.parse_known_args(argv)
+    os.environ.update(run_env())  # before Axolotl and huggingface_hub are imported: they read it once
     config = config_from_args(args)
     on_gpu = torch.cuda.is_available()
     recipe = effective_recipe(load_recipe(config.recipe), parse_overrides(rest), on_gpu)
@@ -71,23 +106,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.preprocess_only:
         command = [sys.executable, "-m", "axolotl.cli.preprocess", str(recipe_file)]
-        return subprocess.run(command, env={**os.environ, **OFFLINE_ENV}).returncode
+        return subprocess.run(command, env=os.environ).returncode
 
     state = {"status": "running", "started": now(), "recipe": shown(recipe_file),
              "base_recipe": shown(resolve(config.recipe)), "data_sha256": data_fingerprint(recipe),
              "processes": args.num_processes}
     write_json_atomic(output_dir / STATE, state)
-    (output_dir / NON_FINITE_REPORT).unlink(missing_ok=True)  # an earlier run's
-    command, launch_env = launch_command(recipe_file, args.num_processes, on_gpu)
-    print("$ " + " ".join(command), flush=True)
-    result = subprocess.run(command, env={**os.environ, **OFFLINE_ENV, **launch_env})
-    if result.returncode == 0:
+    try:
+        reason = train(recipe_file, output_dir, args.num_processes, on_gpu)
+    except KeyboardInterrupt:
+        write_json_atomic(output_dir / STATE, {**state, "status": "failed", "finished": now(),
+                                               "reason": "interrupted"})
+        raise
+    if reason is None:
         write_json_atomic(output_dir / STATE, {**state, "status": "complete", "finished": now()})
         print(f"trained: {shown(output_dir)}")
         return 0
-    report = output_dir / NON_FINITE_REPORT
-    reason = json.loads(report.read_text())["message"] if report.exists() else \
-        f"Axolotl exited with status {result.returncode}; the log above says why"
     write_json_atomic(output_dir / STATE, {**state, "status": "failed", "finished": now(), "reason": reason})
     raise UserError(f"training failed: {reason}")
 

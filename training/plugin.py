@@ -40,9 +40,10 @@ from pydantic import BaseModel, Field
 from transformers import PreTrainedModel, TrainerCallback
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from training.state import NON_FINITE_REPORT
+
 # cuDNN >= 9.26 carries the fix (PyTorch PR #196861 upgrades to it "to fix #196678").
 CUDNN_FIXED = 92600
-NON_FINITE_REPORT = "non_finite.json"
 
 
 class RecipePluginArgs(BaseModel):

@@ -10,6 +10,8 @@ from contract.config import shown
 from contract.errors import UserError
 
 STATE = "training_state.json"
+# Written by training/plugin.py when a run stops at a NaN/inf: why, for the state above.
+NON_FINITE_REPORT = "non_finite.json"
 
 
 def training_state(output_dir: Path) -> dict | None:
