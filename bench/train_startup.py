@@ -1,0 +1,72 @@
+"""What starting `make train` costs for one process: Axolotl run in our process (the default since 2026-12-03)
+against `accelerate launch -m axolotl.cli.train` (a second interpreter, as before), the same effective recipe with
+one optimizer step, no eval and no checkpoints, each run preparing the data afresh; alternated, side by side.
+
+    python -m bench.train_startup [--rounds 2] [--out reports/measured/train-startup.json]     # after `make data`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from contract.config import REPO_ROOT, run_env
+
+WORKDIR = REPO_ROOT / "outputs/bench-train-startup"
+ONE_STEP = ["--max_steps=1", "--evals_per_epoch=0", "--saves_per_epoch=0", "--save_total_limit=null",
+            "--auto_resume_from_checkpoints=false"]
+
+
+def timed(command: list[str], log: Path) -> float:
+    start = time.perf_counter()
+    with log.open("w") as out:
+        subprocess.run(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, check=True,
+                       env={**os.environ, **run_env()})
+    return time.perf_counter() - start
+
+
+def one_run(launcher: str, run: int) -> float:
+    out = WORKDIR / f"{launcher}-{run}"
+    shutil.rmtree(out, ignore_errors=True)
+    overrides = [*ONE_STEP, f"--output_dir={out.relative_to(REPO_ROOT)}",
+                 f"--dataset_prepared_path={(out / 'prepared').relative_to(REPO_ROOT)}"]
+    train = [sys.executable, "-m", "training", *overrides]
+    if launcher == "in-process":
+        return timed(train, WORKDIR / f"{launcher}-{run}.log")
+    # before: the same recipe check, then a second interpreter
+    checked = timed([*train, "--dry-run"], WORKDIR / f"{launcher}-{run}-check.log")
+    return checked + timed([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "-m",
+                            "axolotl.cli.train", str(out / "recipe.yaml")], WORKDIR / f"{launcher}-{run}.log")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, list[float]] = {"in-process": [], "accelerate launch": []}
+    for run in range(args.rounds):
+        for launcher in seconds:
+            seconds[launcher].append(round(one_run(launcher.replace(" ", "-"), run), 1))
+            print(f"round {run + 1}, {launcher}: {seconds[launcher][-1]} s", flush=True)
+    means = {launcher: statistics.mean(values) for launcher, values in seconds.items()}
+    result = {"command": "python -m bench.train_startup --rounds " + str(args.rounds), "seconds": seconds,
+              "mean_s": means, "saved_s": means["accelerate launch"] - means["in-process"]}
+    print(f"make train with 1 step: in-process {means['in-process']:.1f} s, accelerate launch "
+          f"{means['accelerate launch']:.1f} s: {result['saved_s']:.1f} s saved per run")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
