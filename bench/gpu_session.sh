@@ -30,7 +30,7 @@ want() { [ -z "${STEPS:-}" ] || [[ " $STEPS " == *" $1 "* ]]; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$LOG/gpu.txt" 2>&1
 # the last measured sweep (the prompt comparison included): new rows replace old ones, the winner is picked from all
-cp reports/measured/h200-2026-12-03/sweep/results.json "$LOG/sweep/results.json"
+cp reports/measured/h200-2026-12-03b/sweep/results.json "$LOG/sweep/results.json"
 # pip compiles bytecode when it installs; the staging (--no-compile) does not, and the lent GPU machine sets
 # PYTHONDONTWRITEBYTECODE=1, so every process would compile the sources of Axolotl, its dependencies and this repo
 # again on import, seconds per process (the torchao SyntaxWarning in every stage log of 2026-12-03 is that
