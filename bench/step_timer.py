@@ -12,6 +12,10 @@ The result goes to $STEP_TIMER_OUT (JSON) and to stdout as one `step_timer: {...
 With $STEP_TIMER_PROFILE=<file>, the two steps after the timed ones are profiled (torch.profiler) and the GPU
 time is summarised by kind of kernel into that file (JSON, plus the top kernels as text beside it); run a few
 extra steps, the profiled ones are not in the timing.
+With $STEP_TIMER_SYNCS=<file>, one step after the warm-up runs under torch's CUDA sync debug mode, and every
+operation that made the CPU wait for the GPU (`.item()`, a boolean-mask index, a device-to-host copy) is counted by
+the Python stack that called it, into that file (JSON): each one drains the GPU's queue, so kernel launches stop
+overlapping the GPU's work.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import json
 import os
 import re
 import time
+import traceback
+import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,11 +60,48 @@ def cuda_peaks() -> tuple[int, int]:
     return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
 
 
+def calling_stack(frames: list[traceback.FrameSummary], depth: int = 6) -> str:
+    """The innermost `depth` frames outside the warnings machinery, one `file:line function` each."""
+    frames = [f for f in frames if not f.filename.endswith(("warnings.py", "step_timer.py"))]
+    return " <- ".join(f"{'/'.join(Path(f.filename).parts[-2:])}:{f.lineno} {f.name}" for f in frames[::-1][:depth])
+
+
+class SyncTrace:
+    """Counts synchronizing CUDA operations by the Python stack that called them, while active."""
+
+    def __init__(self) -> None:
+        self.stacks: Counter[str] = Counter()
+        self._show = None
+        self._filters = None
+
+    def start(self) -> None:
+        self._show, self._filters = warnings.showwarning, warnings.filters[:]
+        warnings.simplefilter("always")
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if "synchronizing CUDA operation" in str(message):
+                self.stacks[calling_stack(traceback.extract_stack())] += 1
+            else:
+                self._show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        if torch.cuda.is_available():
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def stop(self) -> dict[str, Any]:
+        if torch.cuda.is_available():
+            torch.cuda.set_sync_debug_mode("default")
+        warnings.showwarning, warnings.filters[:] = self._show, self._filters
+        return {"syncs_in_one_step": sum(self.stacks.values()),
+                "by_stack": dict(self.stacks.most_common())}
+
+
 class StepTimer(TrainerCallback):
     def __init__(self, out: Path | None = None, warmup: int = WARMUP_STEPS, profile: Path | None = None,
-                 memory: Callable[[], tuple[int, int]] | None = None) -> None:
+                 memory: Callable[[], tuple[int, int]] | None = None, syncs: Path | None = None) -> None:
         """`memory`: (peak allocated, peak reserved) bytes so far; torch's CUDA peaks by default."""
-        self.out, self.warmup, self.profile_out = out, warmup, profile
+        self.out, self.warmup, self.profile_out, self.syncs_out = out, warmup, profile, syncs
+        self.sync_trace: SyncTrace | None = None
         self.marks: list[tuple[float, int]] = []  # (time, tokens seen) at the end of each step
         self.examples_per_step = 1
         self.profiler: Any = None
@@ -74,7 +118,19 @@ class StepTimer(TrainerCallback):
         self.examples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
         self.profile_from = state.max_steps - PROFILED_STEPS if self.profile_out else None
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.syncs_out and torch.cuda.is_available() and state.global_step == self.warmup:
+            self.sync_trace = SyncTrace()
+            self.sync_trace.start()
+
     def on_step_end(self, args, state, control, **kwargs):
+        if self.sync_trace is not None:  # the traced step ends before this callback's own synchronize
+            traced = self.sync_trace.stop()
+            self.sync_trace = None
+            self.syncs_out.parent.mkdir(parents=True, exist_ok=True)
+            self.syncs_out.write_text(json.dumps(traced, indent=2) + "\n")
+            print(f"step_timer: {traced['syncs_in_one_step']} synchronizing CUDA operations in step "
+                  f"{state.global_step}, by stack in {self.syncs_out}", flush=True)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.read_peaks()  # before this step's log resets them (the Trainer logs after on_step_end)
@@ -132,4 +188,6 @@ class StepTimer(TrainerCallback):
 class StepTimerPlugin(BasePlugin):
     def add_callbacks_post_trainer(self, cfg, trainer):
         out, profile = os.environ.get("STEP_TIMER_OUT"), os.environ.get("STEP_TIMER_PROFILE")
-        return [StepTimer(Path(out) if out else None, profile=Path(profile) if profile else None)]
+        syncs = os.environ.get("STEP_TIMER_SYNCS")
+        return [StepTimer(Path(out) if out else None, profile=Path(profile) if profile else None,
+                          syncs=Path(syncs) if syncs else None)]

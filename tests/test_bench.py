@@ -136,6 +136,30 @@ def test_the_step_timer_keeps_the_whole_runs_peak_although_axolotl_resets_torchs
     assert summary["tokens"] == 200 and summary["measured_steps"] == 2
 
 
+def test_a_sync_trace_counts_synchronizing_operations_by_their_caller_and_lets_other_warnings_through(
+        monkeypatch) -> None:
+    import warnings
+
+    from bench.step_timer import SyncTrace
+
+    shown: list[str] = []
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *args, **kwargs: shown.append(str(message)))
+
+    def gather_positions() -> None:  # what torch's sync debug mode warns from a boolean-mask index
+        warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
+
+    trace = SyncTrace()
+    trace.start()
+    for _ in range(3):
+        gather_positions()
+    warnings.warn("unrelated", UserWarning, stacklevel=1)
+    traced = trace.stop()
+    assert traced["syncs_in_one_step"] == 3
+    (stack, count), = traced["by_stack"].items()
+    assert count == 3 and stack.startswith("tests/test_bench.py:") and "gather_positions" in stack
+    assert shown == ["unrelated"]
+
+
 def test_axolotls_per_log_memory_lines_give_the_runs_peak() -> None:
     log = """{'loss': '2.1', 'memory/max_active (GiB)': '9.89', 'memory/max_allocated (GiB)': '9.89', \
 'memory/device_reserved (GiB)': '10.32'}
