@@ -8,6 +8,7 @@
 #      after its random models are built;
 #   3. alone on the GPU (timings): evaluation's speed (plain, constrained, grounded; two batch sizes; a profile)
 #      on the first final model; the 27B speed runs against the plain recipe, with a profile (PARTS=speed);
+#      which operations of a 270M training step make the CPU wait for the GPU (one step, by calling stack);
 #      what starting `make train` costs in our process against `accelerate launch`; the whole 270M pipeline,
 #      stage by stage; the price of the cuDNN fix (shipped vs cuDNN on vs eager).
 #   bash bench/gpu_session.sh /tmp/gpu-logs          # on the GPU machine, from the repo root, after staging
@@ -61,6 +62,8 @@ wait
 want eval-speed && [ -f outputs/sweep/final-s42/model/adapter_config.json ] && run eval-speed \
   "$PY" -m bench.eval_speed --adapter outputs/sweep/final-s42/model --out "$LOG/eval-speed.json"
 want g27 && run g27-speed env OUT="$LOG" PARTS=speed bash bench/gpu_27b.sh  # summary: $LOG/gpu-27b/summary.md
+want syncs && run syncs-270m env STEP_TIMER_SYNCS="$LOG/syncs-270m.json" "$PY" -m bench.speed_270m --steps 8 \
+  --out "$LOG/speed-syncs.json" shipped
 want startup && run train-startup "$PY" -m bench.train_startup --rounds 2 --out "$LOG/train-startup.json"
 want pipeline && run pipeline-270m "$PY" -m bench.pipeline_270m --out "$LOG/pipeline-270m.json"
 want speed && run speed-270m "$PY" -m bench.speed_270m --steps 60 --out "$LOG/speed-270m.json" $SPEED
