@@ -3,6 +3,7 @@ against `accelerate launch -m axolotl.cli.train` (a second interpreter, as befor
 one optimizer step, no eval and no checkpoints, each run preparing the data afresh; alternated, side by side.
 
     python -m bench.train_startup [--rounds 2] [--out reports/measured/train-startup.json]     # after `make data`
+    python -m bench.train_startup --set micro_batch_size=1      # on a CPU: a one-example step, start-up dominates
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.pipeline_270m import hardware
 from contract.config import REPO_ROOT, run_env
 
 WORKDIR = REPO_ROOT / "outputs/bench-train-startup"
@@ -32,10 +34,10 @@ def timed(command: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
-def one_run(launcher: str, run: int) -> float:
+def one_run(launcher: str, run: int, extra: list[str]) -> float:
     out = WORKDIR / f"{launcher}-{run}"
     shutil.rmtree(out, ignore_errors=True)
-    overrides = [*ONE_STEP, f"--output_dir={out.relative_to(REPO_ROOT)}",
+    overrides = [*ONE_STEP, *extra, f"--output_dir={out.relative_to(REPO_ROOT)}",
                  f"--dataset_prepared_path={(out / 'prepared').relative_to(REPO_ROOT)}"]
     train = [sys.executable, "-m", "training", *overrides]
     if launcher == "in-process":
@@ -50,15 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--set", nargs="*", default=[], metavar="key=value", help="more recipe overrides")
     args = parser.parse_args(argv)
+    extra = [f"--{setting}" for setting in args.set]
     WORKDIR.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, list[float]] = {"in-process": [], "accelerate launch": []}
     for run in range(args.rounds):
         for launcher in seconds:
-            seconds[launcher].append(round(one_run(launcher.replace(" ", "-"), run), 1))
+            seconds[launcher].append(round(one_run(launcher.replace(" ", "-"), run, extra), 1))
             print(f"round {run + 1}, {launcher}: {seconds[launcher][-1]} s", flush=True)
     means = {launcher: statistics.mean(values) for launcher, values in seconds.items()}
-    result = {"command": "python -m bench.train_startup --rounds " + str(args.rounds), "seconds": seconds,
+    result = {"command": f"python -m bench.train_startup --rounds {args.rounds}"
+                         + (f" --set {' '.join(args.set)}" if args.set else ""),
+              "hardware": hardware(), "seconds": seconds,
               "mean_s": means, "saved_s": means["accelerate launch"] - means["in-process"]}
     print(f"make train with 1 step: in-process {means['in-process']:.1f} s, accelerate launch "
           f"{means['accelerate launch']:.1f} s: {result['saved_s']:.1f} s saved per run")
