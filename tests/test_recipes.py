@@ -147,3 +147,19 @@ def test_the_tracking_switch_turns_on_tensorboard_and_nothing_else(tmp_path: Pat
     effective = yaml.safe_load((project.output_dir / "recipe.yaml").read_text())
     assert effective["use_tensorboard"] is True
     assert not any(effective.get(key) for key in ("use_wandb", "use_mlflow", "wandb_project", "use_comet"))
+
+
+@pytest.mark.parametrize(("raised", "reason"), [
+    (RuntimeError("CUDA out of memory"), "RuntimeError: CUDA out of memory"),
+    (SystemExit(2), "Axolotl exited with status 2"),
+    (SystemExit(0), None),
+])
+def test_an_in_process_run_reports_why_it_failed(tmp_path: Path, monkeypatch, raised, reason) -> None:
+    import training.__main__ as entry
+
+    def axolotl_fails(recipe_file: Path) -> None:
+        raise raised
+
+    monkeypatch.setattr(entry, "train_in_process", axolotl_fails)
+    failure = entry.train(tmp_path / "recipe.yaml", tmp_path, num_processes=1, on_gpu=False)
+    assert failure == reason if reason is None else failure.startswith(reason)

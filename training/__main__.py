@@ -52,7 +52,8 @@ def launch_command(recipe_file: Path, num_processes: int, on_gpu: bool) -> tuple
 
 def train_in_process(recipe_file: Path) -> None:
     """What `accelerate launch -m axolotl.cli.train` runs, in this interpreter: for one process the launcher only
-    starts a second Python that imports torch, transformers and Axolotl again (~10-25 s; README, "the pipeline")."""
+    starts a second Python that imports torch, transformers and Axolotl again (11 s on 2 CPU cores:
+    bench/train_startup.py)."""
     from axolotl.cli.args import TrainerCliArgs
     from axolotl.cli.config import load_cfg
     from axolotl.cli.train import do_train
@@ -68,6 +69,10 @@ def train(recipe_file: Path, output_dir: Path, num_processes: int, on_gpu: bool)
         try:
             train_in_process(recipe_file)
             return None
+        except SystemExit as err:  # what the launched Axolotl would have exited with
+            if err.code in (0, None):
+                return None
+            failure = f"Axolotl exited with status {err.code}; the log above says why"
         except Exception as err:
             if not report.exists():
                 traceback.print_exc()
@@ -75,7 +80,7 @@ def train(recipe_file: Path, output_dir: Path, num_processes: int, on_gpu: bool)
     else:
         command, launch_env = launch_command(recipe_file, num_processes, on_gpu)
         print("$ " + " ".join(command), flush=True)
-        status = subprocess.run(command, env={**os.environ, **run_env(), **launch_env}).returncode
+        status = subprocess.run(command, env={**os.environ, **launch_env}).returncode  # os.environ has run_env() (main)
         if status == 0:
             return None
         failure = f"Axolotl exited with status {status}; the log above says why"
