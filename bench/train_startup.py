@@ -18,8 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from bench.pipeline_270m import hardware
 from contract.config import REPO_ROOT, run_env
+from training.__main__ import launch_command
 
 WORKDIR = REPO_ROOT / "outputs/bench-train-startup"
 ONE_STEP = ["--max_steps=1", "--evals_per_epoch=0", "--saves_per_epoch=0", "--save_total_limit=null",
@@ -42,10 +45,10 @@ def one_run(launcher: str, run: int, extra: list[str]) -> float:
     train = [sys.executable, "-m", "training", *overrides]
     if launcher == "in-process":
         return timed(train, WORKDIR / f"{launcher}-{run}.log")
-    # before: the same recipe check, then a second interpreter
+    # before: the same recipe check, then the launcher that `make train` still uses for several processes
     checked = timed([*train, "--dry-run"], WORKDIR / f"{launcher}-{run}-check.log")
-    return checked + timed([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "-m",
-                            "axolotl.cli.train", str(out / "recipe.yaml")], WORKDIR / f"{launcher}-{run}.log")
+    command, _ = launch_command(out / "recipe.yaml", 1, torch.cuda.is_available())
+    return checked + timed(command, WORKDIR / f"{launcher}-{run}.log")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.preprocess_only:
         command = [sys.executable, "-m", "axolotl.cli.preprocess", str(recipe_file)]
-        return subprocess.run(command, env=os.environ).returncode
+        return subprocess.run(command).returncode  # in this environment, run_env() included
 
     state = {"status": "running", "started": now(), "recipe": shown(recipe_file),
              "base_recipe": shown(resolve(config.recipe)), "data_sha256": data_fingerprint(recipe),
