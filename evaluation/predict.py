@@ -24,16 +24,10 @@ from contract.prompt import prompt_token_ids, system_prompt
 from contract.records import read_text
 from contract.schema import load_schema, validator
 from contract.tokenizer import load_tokenizer
-from evaluation.generate import (
-    Generator,
-    Resumable,
-    add_model_arguments,
-    fingerprint,
-    load_model,
-    model_source,
-    run_resumable,
-)
 from evaluation.scoring import parse_prediction
+from inference.generate import Generator
+from inference.models import add_model_arguments, fingerprint, is_quantized, load_model, model_source
+from inference.store import Resumable, run_resumable
 
 
 def read_queries(path: Path) -> list[str]:
@@ -72,26 +66,26 @@ def check_lengths(queries: Sequence[str], tokenizer, prompt: str, sequence_len: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_stage_arguments(parser, "predict")
+    add_stage_arguments(parser, "predict", "decoding")
     parser.add_argument("--input", type=Path, required=True, help="queries: .txt (one per line) or .jsonl")
     parser.add_argument("--output", type=Path, required=True, help="answers, JSONL")
     add_model_arguments(parser)
     parser.add_argument("--fresh", action="store_true", help="discard answers already in --output")
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    options = config.predict
+    options = config.decoding
     recipe = Recipe.load(config.recipe)
     schema = load_schema(config.path("schema_path"))
     prompt = system_prompt(config)
-    source = model_source(recipe, args)
+    source = model_source(recipe, args, config.decoding.quantize)
     queries = read_queries(args.input)
     check_lengths(queries, load_tokenizer(args.adapter or source[0]), prompt, recipe.sequence_len, args.input)
 
-    model, tokenizer = load_model(*source)
-    generator = Generator.build(model, tokenizer, prompt, schema, options.constrained, options)
-    identity = {"model": fingerprint(*source), "input_sha256": sha256_file(args.input),
+    model, tokenizer = load_model(*source, quantize=options.quantize)
+    generator = Generator.build(model, tokenizer, prompt, schema, config.predict.constrained, options)
+    identity = {"model": fingerprint(*source, quantized=is_quantized(model)), "input_sha256": sha256_file(args.input),
                 "system_prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()[:16],
-                "decoding": options.model_dump(mode="json")}
+                "decoding": {**options.model_dump(mode="json"), **config.predict.model_dump(mode="json")}}
     output = resolve(args.output)
     store = Resumable(output, identity, [{"query": q} for q in queries], args.fresh)
     check = validator(schema)

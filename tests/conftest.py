@@ -20,6 +20,17 @@ import yaml
 from contract.config import load_config
 from training.recipes import load_recipe, recipe_variant
 
+# Fixtures that need the real Gemma 3 270M directory (built by `make base-model`, or here on first use): a test
+# that uses one, directly or through another fixture, is marked `model` and left out of `make test-unit`.
+MODEL_FIXTURES = {"base_model_dir"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker("model")
+
+
 SHIPPED = load_config(REPO_ROOT / "pipeline.yaml")  # the shipped settings (the prompt the tests use is its)
 RECIPE_270M = REPO_ROOT / "axolotl_configs/gemma3-270m-lora.yaml"
 RECIPE_27B = REPO_ROOT / "axolotl_configs/gemma3-27b-qlora.yaml"
@@ -32,6 +43,8 @@ def base_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     session in a temporary directory (~75 s)."""
     from training.base_model import COMPLETE_MARKER, DEFAULT_OUT, build
 
+    if os.environ.get("TEST_TIER") == "unit":  # `make test-unit` promises no model: a test that needs one is mis-marked
+        pytest.fail("a test of the unit tier asked for the Gemma 3 270M: it must carry the `model` marker")
     if (DEFAULT_OUT / COMPLETE_MARKER).exists():
         return DEFAULT_OUT
     return build(tmp_path_factory.mktemp("models") / "gemma-3-270m")

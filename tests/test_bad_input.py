@@ -12,8 +12,8 @@ from contract.config import load_config
 from contract.errors import UserError, run_cli
 from contract.prompt import system_prompt
 from evaluation.__main__ import main as evaluate
-from evaluation.generate import Resumable, read_jsonl_resumable
-from postprocess.__main__ import main as merge
+from inference.store import Resumable, read_jsonl_resumable
+from merge.__main__ import main as merge
 from preprocess.__main__ import main as preprocess
 from tests.conftest import REPO_ROOT, write_project
 from training.recipe_check import check
@@ -124,7 +124,8 @@ def test_a_run_killed_while_writing_leaves_the_previous_set(tmp_path, monkeypatc
 SETTINGS_CASES = [
     ({"eval_fraction": 1.5}, "eval_fraction: Input should be less than 1 (got 1.5)"),
     ({"eval_fractoin": 0.1}, "unknown key `eval_fractoin` (did you mean `eval_fraction`?)"),
-    ({"eval": {"batch_sise": 8}}, "unknown key `eval.batch_sise` (did you mean `eval.batch_size`?)"),
+    ({"decoding": {"batch_sise": 8}}, "unknown key `decoding.batch_sise` (did you mean `decoding.batch_size`?)"),
+    ({"eval": {"batch_size": 8}}, "unknown key `eval.batch_size` (did you mean `decoding.batch_size`?)"),
     ({"main_label": "/intnt"}, "main_label /intnt is not a label field of the schema; choose one of"),
 ]
 
@@ -217,7 +218,7 @@ def test_a_torn_last_prediction_line_is_reported_dropped_and_resumed(tmp_path, c
 
 EVAL_CASES = [
     (["--limit", "0"], "eval.limit: Input should be greater than 0 (got '0')"),
-    (["--batch-size", "many"], "eval.batch_size: Input should be a valid integer"),
+    (["--batch-size", "many"], "decoding.batch_size: Input should be a valid integer"),
     (["--variants", "tuned,tunde"], "eval.variants.1: Input should be"),
 ]
 

@@ -55,13 +55,14 @@ def test_a_row_is_read_by_role_not_position() -> None:
 
 def test_command_line_flags_override_the_pipeline_file_and_are_typed() -> None:
     parser = argparse.ArgumentParser()
-    add_stage_arguments(parser, "eval")
+    add_stage_arguments(parser, "eval", "decoding")
     config = config_from_args(parser.parse_args(
         ["--pipeline", str(REPO_ROOT / "pipeline.yaml"), "--batch-size", "8", "--variants", "base,tuned",
          "--no-grounded"]))
-    assert (config.eval.batch_size, config.eval.variants, config.eval.grounded) == (8, ["base", "tuned"], False)
-    assert config.eval.max_new_tokens == 256  # the file's value where no flag is given
-    assert config.as_record()["eval"]["batch_size"] == 8
+    assert (config.decoding.batch_size, config.eval.variants, config.decoding.grounded) == (8, ["base", "tuned"],
+                                                                                               False)
+    assert config.decoding.max_new_tokens == 256  # the file's value where no flag is given
+    assert config.as_record()["decoding"]["batch_size"] == 8
 
 
 @pytest.mark.parametrize("recipe", ["gemma3-270m-lora.yaml", "gemma3-27b-qlora.yaml"])

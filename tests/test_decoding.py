@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM, Gemma3ForCausalLM, Gemma3TextConf
 from contract.config import load_config
 from contract.prompt import prompt_token_ids, system_prompt
 from contract.rows import stop_token_ids
-from evaluation.constraints import SchemaGrammar, query_spans
-from evaluation.decoding import Decoder, _Constraint, shared_prefix_length
+from inference.constraints import SchemaGrammar, query_spans
+from inference.decoding import Decoder, _Constraint, shared_prefix_length
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow

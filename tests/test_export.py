@@ -13,7 +13,7 @@ import pytest
 
 from contract.config import load_config
 from contract.prompt import prompt_messages, system_prompt
-from postprocess.export import Parity, ollama_file, ollama_template
+from release.export import Parity, ollama_file, ollama_template
 from tests.conftest import REPO_ROOT, write_project
 from training.base_model import gguf_path
 from training.gguf_tokenizer import gguf_vocab
@@ -30,7 +30,7 @@ def exported(tmp_path_factory, sample_records, base_model_dir):
     subprocess.run([sys.executable, "-m", "preprocess", *stage], cwd=REPO_ROOT, check=True, capture_output=True)
     # The base weights stand in for a merged model: the same architecture, vocabulary and template.
     result = subprocess.run(
-        [sys.executable, "-m", "postprocess.export", *stage, "--model", str(base_model_dir), "--out",
+        [sys.executable, "-m", "release.export", *stage, "--model", str(base_model_dir), "--out",
          str(root / "gguf"), "--outtypes", "f16,q8_0", "--parity-examples", str(PARITY_EXAMPLES),
          "--parity-max-new-tokens", "32"],
         cwd=REPO_ROOT, capture_output=True, text=True)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from contract.errors import run_cli
-from postprocess.__main__ import main as merge_main
+from merge.__main__ import main as merge_main
 from tests.conftest import END_OF_TURN_ID, Project, make
 
 pytestmark = pytest.mark.axolotl
@@ -27,9 +27,11 @@ def merged(tiny_run: Project) -> Project:
 def test_merge_writes_a_self_contained_model_with_a_passing_proof(merged: Project) -> None:
     out = merged.output_dir / "merged"
     proof = json.loads((out / "merge_proof.json").read_text())
-    assert proof["passed"] and proof["max_abs_logit_diff"] <= proof["tolerance"]
-    assert proof["adapter_effect"] > 10 * proof["max_abs_logit_diff"]
-    assert proof["config"]["merge"]["dtype"] == "float32" and len(proof["adapter_sha256"]) == 64
+    logits, matrices = proof["logits"], proof["matrices"]
+    assert proof["passed"] and logits["max_abs_logit_diff"] <= logits["tolerance"]
+    assert logits["adapter_effect"] > 10 * logits["max_abs_logit_diff"]
+    assert matrices["matrices"] > 0 and matrices["exact"] == matrices["matrices"]
+    assert proof["dtype"] == "float32" and len(proof["adapter_sha256"]) == 64  # auto: a small model, in float32
     for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "generation_config.json"):
         assert (out / name).exists(), name
     assert END_OF_TURN_ID in json.loads((out / "generation_config.json").read_text())["eos_token_id"]
@@ -67,7 +69,7 @@ def test_eval_writes_metrics_predictions_report_and_plots(report: Project) -> No
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["variants"]) == {"tuned", "tuned+constrained", "base"}
     assert metrics["variants"]["tuned"]["examples"] == 6 and metrics["variants"]["tuned"]["speed"]["tokens_per_s"] > 0
-    assert metrics["config"]["eval"]["batch_size"] == 3  # the command line's value, recorded
+    assert metrics["config"]["decoding"]["batch_size"] == 3  # the command line's value, recorded
     rows = [json.loads(line) for line in (out / "predictions-tuned.jsonl").read_text().splitlines()]
     assert sorted(r["index"] for r in rows) == list(range(6))
     assert "| schema valid " in (out / "report.md").read_text()
@@ -129,15 +131,15 @@ def test_predict_names_every_bad_input_line_and_answers_nothing(merged: Project,
 
 
 def test_the_card_and_the_upload_plan_hold_what_a_user_needs_and_no_training_state(merged: Project) -> None:
-    from postprocess.push import main as push_main
+    from release.push import main as push_main
 
     model_dir = merged.output_dir / "merged"
     (model_dir / "optimizer.pt").write_bytes(b"x")  # as if training files had been copied there
     (model_dir / "training_args.bin").write_bytes(b"x")
     assert run_cli(push_main, [*merged.stage_args(), "--repo", "you/model", "--dry-run"]) == 0
     card = (model_dir / "README.md").read_text()
-    assert "Gemma Terms of Use" in card and '"x-copy-from-query":true' in card and "merged logits within" in card
-    from postprocess.push import upload_plan
+    assert "Gemma Terms of Use" in card and '"x-copy-from-query":true' in card and "merged logits are within" in card
+    from release.push import upload_plan
 
     names = {p.name for p in upload_plan(model_dir)}
     assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "merge_proof.json"} <= names

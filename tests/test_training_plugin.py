@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from contract.state import NON_FINITE_REPORT
 from tests.conftest import TINY_TRAINING, Project, make, write_project
 from training.plugin import decide_cudnn_sdpa, loss_positions_forward, non_finite_values
-from training.state import NON_FINITE_REPORT
 
 CASES = [
     # setting, GPU capability, cuDNN version -> keep cuDNN SDPA on?
@@ -131,6 +131,7 @@ print(json.dumps({"me": os.getpid(), "pooled": list(pooled["pid"]), "here": list
 """
 
 
+@pytest.mark.slow  # spawns interpreters: datasets' pool of one, then this process's path
 def test_a_single_worker_maps_in_this_process_with_the_same_result(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -27,9 +27,9 @@ import yaml
 from contract.config import add_stage_arguments, config_from_args, resolve, run_env, shown
 from contract.errors import UserError, run_cli
 from contract.outputs import write_json_atomic
+from contract.state import NON_FINITE_REPORT, STATE
 from training.recipe_check import check
 from training.recipes import data_fingerprint, effective_recipe, load_recipe, parse_overrides
-from training.state import NON_FINITE_REPORT, STATE
 
 
 def now() -> str:
@@ -53,7 +53,7 @@ def launch_command(recipe_file: Path, num_processes: int, on_gpu: bool) -> tuple
 def train_in_process(recipe_file: Path) -> None:
     """What `accelerate launch -m axolotl.cli.train` runs, in this interpreter: for one process the launcher only
     starts a second Python that imports torch, transformers and Axolotl again (11 s on 2 CPU cores:
-    bench/train_startup.py)."""
+    experiments/train_startup.py)."""
     from axolotl.cli.args import TrainerCliArgs
     from axolotl.cli.config import load_cfg
     from axolotl.cli.train import do_train

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 from contract.config import REPO_ROOT
+from contract.errors import run_cli
 from contract.rows import END_OF_TURN
 from contract.tokenizer import SENTENCEPIECE_FILE
 from training.gguf_tokenizer import gguf_vocab, sentencepiece_model, tokenizer_from_gguf_vocab
@@ -64,18 +67,19 @@ def build(out_dir: Path) -> Path:
     return out_dir
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--force", action="store_true", help="rebuild even if the directory is complete")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if (args.out / COMPLETE_MARKER).exists() and not args.force:
         if not (args.out / SENTENCEPIECE_FILE).exists():  # built before the file was part of the directory
             (args.out / SENTENCEPIECE_FILE).write_bytes(sentencepiece_model(**gguf_vocab(gguf_path())))
         print(f"{args.out} already built (use --force to rebuild)")
-        return
+        return 0
     print(f"built {build(args.out)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

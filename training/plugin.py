@@ -20,7 +20,7 @@ and lets the 270M spend its compute on the answer:
   The plugin fingerprints a tokenizer by its content instead (its serialized backend, hashed once, its added
   tokens and Python-side settings). And `datasets` runs `num_proc=1` in a spawned pool of one, a fresh
   interpreter that imports torch and Axolotl again (Axolotl saves with at least one): the plugin runs a single
-  worker in this process. `python -m bench.prep_270m` times the sample's preparation with and without it.
+  worker in this process. `python -m experiments.prep_270m` times the sample's preparation with and without it.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field
 from transformers import PreTrainedModel, TrainerCallback
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from training.state import NON_FINITE_REPORT
+from contract.state import NON_FINITE_REPORT
 
 # cuDNN >= 9.26 carries the fix (PyTorch PR #196861 upgrades to it "to fix #196678").
 CUDNN_FIXED = 92600

@@ -14,11 +14,12 @@ import argparse
 import difflib
 import importlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from contract.config import load_yaml, shown
-from contract.errors import UserError
+from contract.errors import UserError, run_cli
 from contract.rows import END_OF_TURN
 
 # Our data has one assistant turn per example; training any other role would train on the prompt.
@@ -107,10 +108,10 @@ def check(path: Path) -> list[str]:
     return [f"{shown(Path(path))}: {problem}" for problem in problems]
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("configs", type=Path, nargs="+")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     problems = [problem for config in args.configs for problem in check(config)]
     for problem in problems:
         print(problem, file=sys.stderr)
@@ -120,4 +121,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from contract.config import load_yaml, resolve, shown
-from contract.errors import UserError
+from contract.errors import UserError, run_cli
 
 # No GPU: no bf16/fp16/tf32 (`bf16: auto` would pick fp16) and no Triton LoRA kernels (CUDA only).
 CPU_OVERRIDES = {"bf16": False, "fp16": False, "tf32": False, "lora_mlp_kernel": False, "lora_qkv_kernel": False,
@@ -95,4 +95,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))
