@@ -44,7 +44,7 @@ stage() {  # name command...: its log, its processes' peaks (peaks/<name>/), its
 PLUGINS="plugins=[axolotl.integrations.liger.LigerPlugin, training.plugin.RecipePlugin, experiments.step_timer.StepTimerPlugin]"
 # TOY: a CPU has no Triton (Liger's kernels) and no paged 8-bit optimizer; everything else is the shipped recipe.
 [ -n "$TOY" ] && PLUGINS="plugins=[training.plugin.RecipePlugin, experiments.step_timer.StepTimerPlugin]" \
-  TOY_RECIPE="liger_fused_linear_cross_entropy=false liger_rms_norm=false liger_glu_activation=false optimizer=adamw_torch micro_batch_size=2"
+  TOY_RECIPE="liger_fused_linear_cross_entropy=null liger_rms_norm=null liger_glu_activation=null optimizer=adamw_torch micro_batch_size=2"
 variant() {  # out key=value...: the shipped 27B recipe on the stand-in, writing under $WORK
   $PY -m training.recipes axolotl_configs/gemma3-27b-qlora.yaml --out "$1" "base_model=$STANDIN" "$PLUGINS" \
     ${TOY_RECIPE:-} "${@:2}" > /dev/null
@@ -61,9 +61,10 @@ du -sb "$STANDIN" > "$LOG/standin-bytes.txt"
 GPU_MEMORY_CAP_GIB= $PY -m experiments.matmul_peak > "$LOG/matmul-peak.txt" 2>&1
 variant "$R27" "output_dir=$WORK/model" "dataset_prepared_path=$WORK/prepared"
 
-# 1. Training, alone on the GPU: the shipped recipe (micro-batch 16), step timer on every step.
+# 1. Training, alone on the GPU: the shipped recipe (micro-batch 16), step timer on every step; no eval or checkpoint
+#    inside the measured steps (the final adapter is saved).
 want train && STEP_TIMER_OUT="$LOG/train-timer.json" stage train \
-  make train $M27 TRAIN_ARGS="--max_steps=$TRAIN_STEPS --logging_steps=1"
+  make train $M27 TRAIN_ARGS="--max_steps=$TRAIN_STEPS --logging_steps=1 --evals_per_epoch=0 --saves_per_epoch=0"
 du -sb "$WORK/model" > "$LOG/adapter-bytes.txt" 2>/dev/null
 
 # 2. Evaluation within 24 GiB (the stage picks NF4 itself: the merged model would not fit) beside the streaming merge

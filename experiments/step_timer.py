@@ -176,15 +176,18 @@ class StepTimer(TrainerCallback):
         print("step_timer profile: " + json.dumps({k: round(v, 3) for k, v in result["shares"].items()}), flush=True)
 
     def summary(self) -> dict[str, Any]:
-        if len(self.marks) <= self.warmup + 1:
-            return {"error": f"{len(self.marks)} steps: need more than {self.warmup + 1} to measure"}
-        (t0, n0), (t1, n1) = self.marks[self.warmup], self.marks[-1]
-        steps = len(self.marks) - 1 - self.warmup
+        """Speed over the steps after the warm-up (where there are enough), and the memory peaks in any case."""
         gib = 2**30
+        speed: dict[str, Any] = {"error": f"{len(self.marks)} steps: need more than {self.warmup + 1} for speed"}
+        if len(self.marks) > self.warmup + 1:
+            (t0, n0), (t1, n1) = self.marks[self.warmup], self.marks[-1]
+            steps = len(self.marks) - 1 - self.warmup
+            speed = {"measured_steps": steps, "tokens": n1 - n0, "seconds": t1 - t0,
+                     "tokens_per_s": (n1 - n0) / (t1 - t0), "seconds_per_step": (t1 - t0) / steps,
+                     "examples_per_step": self.examples_per_step,
+                     "examples_per_s": self.examples_per_step * steps / (t1 - t0)}
         return {
-            "measured_steps": steps, "tokens": n1 - n0, "seconds": t1 - t0,
-            "tokens_per_s": (n1 - n0) / (t1 - t0), "seconds_per_step": (t1 - t0) / steps,
-            "examples_per_step": self.examples_per_step, "examples_per_s": self.examples_per_step * steps / (t1 - t0),
+            **speed,
             "load_peak_allocated_gib": self.load_peaks[0] / gib if self.memory else None,
             "load_peak_reserved_gib": self.load_peaks[1] / gib if self.memory else None,
             "step_peak_allocated_gib": self.peaks[0] / gib if self.memory else None,

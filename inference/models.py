@@ -55,8 +55,9 @@ def bf16_bytes(model: str | Path) -> int:
 
 def gpu_budget() -> int:
     """Bytes this process may still take on the GPU: free memory, within a per-process cap where one is set."""
-    free, total = torch.cuda.mem_get_info()
+    free, _ = torch.cuda.mem_get_info()
     fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda: 1.0)()
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
     return min(free, int(fraction * total) - torch.cuda.memory_reserved())
 
 

@@ -130,7 +130,8 @@ SETTINGS_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("settings", "message"), SETTINGS_CASES, ids=["range", "typo", "section-typo", "label"])
+@pytest.mark.parametrize(("settings", "message"), SETTINGS_CASES,
+                         ids=["range", "typo", "section-typo", "moved", "label"])
 def test_a_bad_setting_is_one_line_before_any_work(tmp_path, capsys, base_model_dir, settings, message) -> None:
     assert stage(preprocess, tmp_path, [GOOD, OTHER], base_model_dir, settings=settings) == 1
     assert message in one_error_line(capsys)

@@ -69,6 +69,15 @@ def install(cap_gib: str | None, peaks_dir: str | None) -> None:
             torch.cuda.set_per_process_memory_fraction(min(1.0, float(cap_gib) * GIB / total))
 
         torch.cuda._lazy_call(cap)  # at CUDA's first use, before any allocation
+        original_info = torch.cuda.mem_get_info
+
+        def mem_get_info(device=None) -> tuple[int, int]:
+            """What a card of the cap's size would report: code that sizes itself by free memory sees a 4090."""
+            free, total = original_info(device)
+            limit = int(float(cap_gib) * GIB)
+            return max(0, min(free, limit - torch.cuda.memory_reserved(device))), min(total, limit)
+
+        torch.cuda.mem_get_info = torch.cuda.memory.mem_get_info = mem_get_info
     if peaks_dir:
         threading.Thread(target=_sample_host, daemon=True).start()
 
