@@ -21,3 +21,8 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if "--debug" in args:
+            raise
+        print("interrupted (what a stage writes is complete or absent; resumable stages resume)", file=sys.stderr)
+        return 130

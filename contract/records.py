@@ -5,6 +5,7 @@ kept visible, so that the record checks can name them with the record's index.""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +39,38 @@ def _object(pairs: list[tuple[str, Any]]) -> dict:
 
 
 def read_text(path: Path) -> str:
-    """A user's text file, which must be UTF-8: anything else is a one-line error naming the byte."""
+    """A user's text file, which must be UTF-8 (a leading byte-order mark is dropped: editors add one): anything else
+    is a one-line error naming the byte."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError as err:
         raise UserError(f"{shown(Path(path))}: no such file") from err
+    except IsADirectoryError as err:
+        raise UserError(f"{shown(Path(path))}: a directory, not a file") from err
+    except PermissionError as err:
+        raise UserError(f"{shown(Path(path))}: not readable (permission denied)") from err
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise UserError(f"{shown(Path(path))}: not UTF-8 (byte 0x{data[err.start]:02x} on line {line}); "
                         "save the file as UTF-8") from err
 
 
+def _number(text: str) -> float | NonFinite:
+    """A JSON number; one too large for a float (1e400) would silently become infinity."""
+    value = float(text)
+    return value if math.isfinite(value) else NonFinite(text)
+
+
 def parse_json(text: str, where: str) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=_object, parse_constant=NonFinite)
+        return json.loads(text, object_pairs_hook=_object, parse_constant=NonFinite, parse_float=_number)
     except json.JSONDecodeError as err:
         raise UserError(f"{where}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from err
+    except RecursionError as err:
+        raise UserError(f"{where}: nested too deeply to read (arrays or objects inside each other thousands of "
+                        "levels deep)") from err
 
 
 def load_records(path: Path) -> list[Any]:
@@ -75,7 +90,7 @@ def strictness_problems(value: Any, pointer: str = "") -> list[str]:
     if isinstance(value, DuplicateKeys):
         problems.append(f"{pointer or '/'}: key(s) {value.duplicates} given twice (JSON keeps only the last)")
     if isinstance(value, NonFinite):
-        problems.append(f"{pointer or '/'}: {value.text} is not a JSON number")
+        problems.append(f"{pointer or '/'}: {value.text} is not a finite JSON number")
     if isinstance(value, dict):
         for key, item in value.items():
             problems += strictness_problems(item, f"{pointer}/{key}")

@@ -8,7 +8,6 @@ validators ignore unknown keywords, and grounded decoding (evaluation/constraint
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from jsonschema.exceptions import SchemaError as JsonSchemaError
 
 from contract.config import shown
 from contract.errors import UserError
+from contract.records import parse_json, read_text
 
 COPY_FROM_QUERY = "x-copy-from-query"
 SCALAR_TYPES = ("string", "integer", "number", "boolean")
@@ -27,20 +27,16 @@ SCALAR_TYPES = ("string", "integer", "number", "boolean")
 def load_schema(path: Path) -> dict:
     """The schema file, checked up front: present, JSON, a valid draft 2020-12 schema of an object."""
     where = shown(Path(path))
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise UserError(f"{where}: no such file (the `schema` setting in pipeline.yaml)") from err
-    try:
-        schema = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f"{where}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from err
+    if not Path(path).exists():
+        raise UserError(f"{where}: no such file (the `schema` setting in pipeline.yaml)")
+    schema = parse_json(read_text(path), where)
     try:
         Draft202012Validator.check_schema(schema)
     except JsonSchemaError as err:
         pointer = "/" + "/".join(map(str, err.absolute_path))
         raise UserError(f"{where}: not a valid JSON Schema at {pointer}: {err.message}") from err
-    if resolve_ref(schema, schema).get("type") != "object":
+    if not isinstance(schema, dict) or not isinstance(resolve_ref(schema, schema), dict) \
+            or resolve_ref(schema, schema).get("type") != "object":
         raise UserError(f"{where}: the top level must be `\"type\": \"object\"` (each answer is one JSON object)")
     for pointer, node in walk(schema):
         if any(key in node for key in ("oneOf", "anyOf", "allOf")) and "properties" not in node:
@@ -94,29 +90,44 @@ def items(root: dict, node: Any) -> Any:
     return resolve_ref(root, node.get("items", {})) if isinstance(node, dict) else {}
 
 
+def types(node: dict) -> set[str]:
+    """A node's JSON types, `null` aside: `"type": ["string", "null"]` is an optional string."""
+    declared = node.get("type")  # (in a `properties` mapping, "type" may name a property: a dict, not a type)
+    listed = declared if isinstance(declared, list) else [declared]
+    return {t for t in listed if isinstance(t, str)} - {"null"}
+
+
 def kind(node: Any) -> str:
     """object, array, label (a closed or scalar value) or other."""
     if not isinstance(node, dict):
         return "other"
-    if node.get("type") == "object" or "properties" in node:
+    if types(node) == {"object"} or "properties" in node:
         return "object"
-    if node.get("type") == "array":
+    if types(node) == {"array"}:
         return "array"
-    if "enum" in node or "const" in node or node.get("type") in SCALAR_TYPES:
+    if "enum" in node or "const" in node or (types(node) and types(node) <= set(SCALAR_TYPES)):
         return "label"
     return "other"
 
 
-def walk(root: dict, node: Any = None, pointer: str = "") -> Iterator[tuple[str, dict]]:
-    """Every (JSON pointer, resolved node) of the answer's shape; array items appear as `<array>/*`."""
-    node = resolve_ref(root, root if node is None else node)
+def walk(root: dict, node: Any = None, pointer: str = "", refs: tuple[str, ...] = ()
+         ) -> Iterator[tuple[str, dict]]:
+    """Every (JSON pointer, resolved node) of the answer's shape; array items appear as `<array>/*`. A `$ref` that
+    contains itself (a tree of unbounded depth) is refused: such answers cannot be ordered, bounded or scored."""
+    node = root if node is None else node
+    ref = node.get("$ref") if isinstance(node, dict) else None
+    if ref in refs:
+        raise UserError(f"schema: {pointer} refers to {ref} inside itself (a recursive schema); answers must have a "
+                        "bounded shape")
+    refs = (*refs, ref) if ref else refs
+    node = resolve_ref(root, node)
     if not isinstance(node, dict):
         return
     yield pointer, node
-    for key, spec in properties(root, node).items():
-        yield from walk(root, spec, f"{pointer}/{key}")
+    for key, spec in (node.get("properties") or {}).items():  # unresolved: walk sees each $ref on the way
+        yield from walk(root, spec, f"{pointer}/{key}", refs)
     if kind(node) == "array":
-        yield from walk(root, items(root, node), f"{pointer}/*")
+        yield from walk(root, node.get("items", {}), f"{pointer}/*", refs)
 
 
 def canonical_answer(data: Any, root: dict, node: Any = None) -> Any:
@@ -166,7 +177,7 @@ def copy_from_query_pointers(root: dict) -> list[str]:
     marked = []
     for pointer, node in walk(root):
         if node.get(COPY_FROM_QUERY):
-            if node.get("type") != "string" or "enum" in node:
+            if types(node) != {"string"} or "enum" in node:
                 raise UserError(f"schema: {pointer} is marked {COPY_FROM_QUERY} but is not a free string")
             marked.append(pointer)
     return marked
@@ -181,8 +192,8 @@ def bounded_schema(schema: Any, max_string_chars: int, max_items: int) -> Any:
     if not isinstance(schema, dict):
         return schema
     bounded = {key: bounded_schema(value, max_string_chars, max_items) for key, value in schema.items()}
-    if schema.get("type") == "string" and "enum" not in schema and "maxLength" not in schema:
+    if "string" in types(schema) and "enum" not in schema and "maxLength" not in schema:
         bounded["maxLength"] = max_string_chars
-    if schema.get("type") == "array" and "maxItems" not in schema:
+    if "array" in types(schema) and "maxItems" not in schema:
         bounded["maxItems"] = max_items
     return bounded

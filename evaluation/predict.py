@@ -18,9 +18,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from contract.config import Recipe, add_stage_arguments, config_from_args, resolve, sha256_file, shown
+from contract.config import Recipe, add_stage_arguments, config_from_args, sha256_file, shown
 from contract.errors import UserError, run_cli
-from contract.prompt import prompt_token_ids, system_prompt
+from contract.prompt import control_tokens, control_tokens_in, prompt_token_ids, system_prompt
 from contract.records import read_text
 from contract.schema import load_schema, validator
 from contract.tokenizer import load_tokenizer
@@ -30,8 +30,9 @@ from inference.models import add_model_arguments, fingerprint, is_quantized, loa
 from inference.store import Resumable, run_resumable
 
 
-def read_queries(path: Path) -> list[str]:
-    """The queries of a .txt (one per line) or .jsonl ({"query": ...} per line) file; every bad line is named."""
+def read_queries(path: Path, controls: Sequence[str] = ()) -> list[str]:
+    """The queries of a .txt (one per line) or .jsonl ({"query": ...} per line) file; every bad line is named, a line
+    holding a control token (`<end_of_turn>`, ...) among them."""
     lines = read_text(path).splitlines()
     queries, problems = [], []
     for number, line in enumerate(lines, 1):
@@ -48,6 +49,8 @@ def read_queries(path: Path) -> list[str]:
                 continue
         if not text.strip():
             problems.append(f"line {number}: empty; remove it or put a query there")
+        elif found := control_tokens_in(text, list(controls)):
+            problems.append(f"line {number}: contains {found[0]!r}, which the model reads as a control token")
         queries.append(text.strip())
     if not lines:
         problems.append("the file is empty")
@@ -78,15 +81,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema = load_schema(config.path("schema_path"))
     prompt = system_prompt(config)
     source = model_source(recipe, args, config.decoding.quantize)
-    queries = read_queries(args.input)
-    check_lengths(queries, load_tokenizer(args.adapter or source[0]), prompt, recipe.sequence_len, args.input)
+    output = args.output.absolute()
+    if output.resolve() == args.input.resolve():
+        raise UserError(f"{shown(output)}: --output is the --input file; answers go to another file")
+    tokenizer = load_tokenizer(args.adapter or source[0], fix="pass --model <merged dir> (`make merge` writes one) "
+                               "or --adapter <training output_dir>")
+    queries = read_queries(args.input, control_tokens(tokenizer))
+    check_lengths(queries, tokenizer, prompt, recipe.sequence_len, args.input)
 
     model, tokenizer = load_model(*source, quantize=options.quantize)
     generator = Generator.build(model, tokenizer, prompt, schema, config.predict.constrained, options)
     identity = {"model": fingerprint(*source, quantized=is_quantized(model)), "input_sha256": sha256_file(args.input),
                 "system_prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()[:16],
                 "decoding": {**options.model_dump(mode="json"), **config.predict.model_dump(mode="json")}}
-    output = resolve(args.output)
     store = Resumable(output, identity, [{"query": q} for q in queries], args.fresh)
     check = validator(schema)
 

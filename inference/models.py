@@ -47,7 +47,11 @@ def pick_device() -> str:
 
 def bf16_bytes(model: str | Path) -> int:
     """The model's weights in bf16, counted from its config on the meta device (no weights are read)."""
-    config = AutoConfig.from_pretrained(str(model))
+    try:
+        config = AutoConfig.from_pretrained(str(model))
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read a model config from {model} ({err.__class__.__name__}): pass --model <merged "
+                        "dir> (`make merge` writes one) or --adapter <dir>") from err
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)
     return 2 * sum(p.numel() for p in skeleton.parameters())  # parameters() counts tied weights once

@@ -11,28 +11,47 @@ from typing import Any
 from tqdm import tqdm
 
 from contract.config import shown
+from contract.errors import UserError
 from contract.outputs import write_json_atomic, write_text_atomic
 from inference.generate import Answer, Generator
 
 
-def read_jsonl_resumable(path: Path) -> list[dict]:
+def read_jsonl_resumable(path: Path) -> list[dict] | None:
     """A predictions file as written so far. A torn last line (what an interrupted write leaves) is reported
-    and dropped, and the file is rewritten without it, so the run resumes from there."""
+    and dropped, and the file is rewritten without it, so the run resumes from there. A file damaged anywhere else
+    (edited, an invalid byte) cannot be resumed: None, and the caller starts over."""
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError:
+        print(f"{shown(path)}: not UTF-8 any more (damaged); starting it over")
+        return None
     rows = []
     for number, line in enumerate(lines, 1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            if number == len(lines):
-                print(f"{shown(path)}: dropped a torn last line ({len(line)} characters, line {number}: an "
-                      "interrupted write); resuming from there")
-                path.write_text("".join(lines[:-1]), encoding="utf-8")
-                break
-            raise
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif number == len(lines):
+            print(f"{shown(path)}: dropped a torn last line ({len(line)} characters, line {number}: an "
+                  "interrupted write); resuming from there")
+            path.write_text("".join(lines[:-1]), encoding="utf-8")
+        else:
+            print(f"{shown(path)}: line {number} is not a row this stage wrote (damaged); starting it over")
+            return None
     return rows
+
+
+def read_identity(meta: Path) -> dict[str, Any] | None:
+    """What made a predictions file (its .run.json), or None where that record is damaged."""
+    try:
+        identity = json.loads(meta.read_text(encoding="utf-8"))
+    except (ValueError, OSError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    return identity if isinstance(identity, dict) else None
 
 
 class Resumable:
@@ -45,12 +64,17 @@ class Resumable:
         self.path, self.identity = path, identity
         self.meta = path.with_name(path.name.removesuffix(".jsonl") + ".run.json")
         self.done: dict[int, dict] = {}
-        previous = json.loads(self.meta.read_text()) if self.meta.exists() and not fresh else None
+        if path.exists() and path.stat().st_size and not self.meta.exists():
+            raise UserError(f"{shown(path)}: exists, and no answers of this stage are in it (no "
+                            f"{self.meta.name} beside it): it is not overwritten; choose another output file")
+        previous = read_identity(self.meta) if self.meta.exists() and not fresh else None
+        if self.meta.exists() and not fresh and previous is None:
+            print(f"{shown(path)}: its {self.meta.name} is damaged; starting it over")
         if previous is not None and previous != identity:
             changed = sorted(key for key in identity.keys() | previous.keys() if identity.get(key) != previous.get(key))
             print(f"{shown(path)}: made with another {', '.join(changed)}; starting it over")
         elif previous is not None:
-            for row in read_jsonl_resumable(path):
+            for row in read_jsonl_resumable(path) or []:
                 index = row.get("index", -1)
                 if not 0 <= index < len(expected) or any(row.get(k) != v for k, v in expected[index].items()):
                     print(f"{shown(path)}: row {index} does not match the input there; starting it over")

@@ -58,20 +58,22 @@ def read_adapter(adapter_dir: Path) -> dict[str, Lora]:
     """The adapter's LoRA pairs by the module they adapt (its name as the loaded model calls it). Anything this merge
     cannot express exactly (DoRA, biases, per-module ranks, modules saved whole) is refused, never dropped."""
     config_path, weights_path = adapter_dir / "adapter_config.json", adapter_dir / ADAPTER_WEIGHTS
-    for path in (weights_path, config_path):
-        if not path.exists():
-            raise UserError(f"{shown(path)}: no adapter there; train first (`make train`) or pass --adapter <dir>")
-    config = json.loads(config_path.read_text())
-    unsupported = [key for key in ("use_dora", "rank_pattern", "alpha_pattern", "modules_to_save", "fan_in_fan_out")
-                   if config.get(key)] + (["bias"] if config.get("bias", "none") != "none" else [])
-    if unsupported:
-        raise UserError(f"{shown(config_path)}: {', '.join(unsupported)} set; the streaming merge handles plain LoRA "
-                        "(the recipes' adapters) only")
+    if not weights_path.exists():
+        raise UserError(f"{shown(weights_path)}: no adapter there; train first (`make train`) or pass --adapter <dir>")
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError) as err:
         raise UserError(f"{shown(weights_path)}: not a readable safetensors file ({err}); the run that wrote it was "
                         "probably interrupted: train again") from err
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{shown(config_path)}: missing or not JSON ({err.__class__.__name__}); train again") from err
+    unsupported = [key for key in ("use_dora", "rank_pattern", "alpha_pattern", "modules_to_save", "fan_in_fan_out")
+                   if config.get(key)] + (["bias"] if config.get("bias", "none") != "none" else [])
+    if unsupported:
+        raise UserError(f"{shown(config_path)}: {', '.join(unsupported)} set; the streaming merge handles plain LoRA "
+                        "(the recipes' adapters) only")
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         if ".lora_A." not in key and ".lora_B." not in key:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from contract.config import Recipe, add_stage_arguments, config_from_args, sha256_file, shown
+from contract.config import Recipe, add_stage_arguments, config_from_args, resolve, sha256_file, shown
 from contract.errors import UserError, run_cli
 from contract.outputs import replaced_directory
-from contract.prompt import answer_text, prompt_messages, system_prompt
-from contract.records import load_records
+from contract.prompt import answer_text, control_tokens, control_tokens_in, prompt_messages, system_prompt
+from contract.records import NonFinite, load_records
 from contract.rows import training_row
 from contract.schema import load_schema, resolve_pointer, scored_fields, validator
 from contract.tokenizer import load_tokenizer
@@ -69,8 +70,34 @@ def previous_set(data_dir: Path) -> str:
     stats = data_dir / STATS
     if not stats.exists():
         return f"{shown(data_dir)} holds no earlier outputs"
-    made = json.loads(stats.read_text()).get("created", "an earlier run")
+    try:
+        made = json.loads(stats.read_text(encoding="utf-8")).get("created", "an earlier run")
+    except (ValueError, AttributeError):  # not JSON, not UTF-8, not an object: someone edited it
+        return f"{shown(data_dir)} holds an earlier set whose {STATS} is unreadable"
     return f"{shown(data_dir)} still holds the complete set written at {made}"
+
+
+def check_writable(data_dir: Path) -> None:
+    """The outputs' directory can be written: said before the records are checked, not after."""
+    parent = data_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {shown(parent)}: {err.strerror or err}") from err
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write into {shown(parent)} (permission denied): `make data` writes {shown(data_dir)}")
+
+
+def as_written(value: Any) -> Any:
+    """A record as the file had it, for rejects.jsonl: NaN/Infinity stay NaN/Infinity (not the string "NaN", which
+    would pass the schema if copied back)."""
+    if isinstance(value, NonFinite):
+        return float(value.text)  # NaN, Infinity, or a number too large (1e400): json writes NaN / Infinity
+    if isinstance(value, dict):
+        return {key: as_written(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_written(item) for item in value]
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,26 +109,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = config_from_args(args)
     if args.raw_data:
-        config = config.model_copy(update={"raw_data": args.raw_data})
+        config = config.model_copy(update={"raw_data": args.raw_data.absolute()})  # the command line's: from the cwd
     recipe = Recipe.load(config.recipe)
     data_dir = recipe.data_dir
     schema = load_schema(config.path("schema_path"))
     labels_in_schema = [f.pointer for f in scored_fields(schema) if f.kind == "label"]
     if config.main_label not in labels_in_schema:
-        raise UserError(f"pipeline.yaml: main_label {config.main_label} is not a label field of the schema; "
-                        f"choose one of {labels_in_schema}")
+        raise UserError(f"{shown(resolve(args.pipeline))}: main_label {config.main_label} is not a label field of the "
+                        f"schema; choose one of {labels_in_schema}")
+    check_writable(data_dir)  # before minutes of validation, not after
     prompt = system_prompt(config)
     records = load_records(config.path("raw_data"))
     tokenizer = load_tokenizer(recipe.tokenizer)
+    controls = control_tokens(tokenizer)
+    if found := control_tokens_in(prompt, controls):
+        raise UserError(f"{shown(config.path('system_prompt'))}: contains {found[0]!r}, which the model reads as a "
+                        "control token; remove it")
 
     problems, lengths = check_records(records, validator(schema), config.main_label, recipe.sequence_len,
-                                      token_lengths(tokenizer, prompt, schema))
+                                      token_lengths(tokenizer, prompt, schema), controls)
     bad = sorted({p.index for p in problems})
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
         print(f"{len(bad)} of {len(records)} records have problems ({len(problems)} in all)", file=sys.stderr)
-    good = [i for i in range(len(records)) if i not in set(bad)]
+    rejected = set(bad)
+    good = [i for i in range(len(records)) if i not in rejected]
     if problems and not args.write_rejects:
         raise UserError(f"nothing written ({previous_set(data_dir)}); fix the records above, or pass "
                         "--write-rejects to set them aside")
@@ -110,6 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     labels = [str(resolve_pointer(records[i]["data"], config.main_label)) for i in good]
     train, evaluation = stratified_split(labels, config.eval_fraction, config.seed)
+    if not evaluation:
+        raise UserError(f"nothing can be held out for evaluation: each of the {len(set(labels))} values of "
+                        f"{config.main_label} has a single record, and a value's only record must be trained on. Label "
+                        f"a second example of the values you care about, or choose a coarser main_label "
+                        f"({previous_set(data_dir)})")
 
     def rows(positions: Sequence[int]) -> str:
         chosen = [records[good[p]] for p in positions]
@@ -124,14 +162,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "recipe": shown(recipe.path),
         "config": config.as_record(),
     }
-    with replaced_directory(data_dir) as staging:
-        (staging / recipe.train_file.name).write_text(rows(train), encoding="utf-8")
-        (staging / recipe.eval_file.name).write_text(rows(evaluation), encoding="utf-8")
-        if args.write_rejects and bad:
-            (staging / "rejects.jsonl").write_text("".join(json.dumps(
-                {"index": i, "record": records[i], "problems": [str(p) for p in problems if p.index == i]},
-                ensure_ascii=False, default=repr) + "\n" for i in bad), encoding="utf-8")
-        (staging / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    try:
+        with replaced_directory(data_dir) as staging:
+            (staging / recipe.train_file.name).write_text(rows(train), encoding="utf-8")
+            (staging / recipe.eval_file.name).write_text(rows(evaluation), encoding="utf-8")
+            if args.write_rejects and bad:
+                why = defaultdict(list)
+                for problem in problems:
+                    why[problem.index].append(str(problem))
+                (staging / "rejects.jsonl").write_text("".join(json.dumps(
+                    {"index": i, "record": as_written(records[i]), "problems": why[i]}, ensure_ascii=False) + "\n"
+                    for i in bad), encoding="utf-8")
+            (staging / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    except OSError as err:
+        raise UserError(f"cannot write {shown(data_dir)}: {err.strerror or err} ({previous_set(data_dir)})") from err
 
     print(f"{len(records)} records: {stats['train']} train -> {shown(recipe.train_file)}, "
           f"{stats['eval']} eval -> {shown(recipe.eval_file)}, {len(bad)} rejected"

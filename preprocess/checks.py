@@ -4,13 +4,15 @@ one, so that a user fixes their whole file in one go."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from contract.prompt import control_tokens_in
 from contract.records import strictness_problems
 from contract.schema import has_pointer
 
@@ -57,12 +59,19 @@ def shape_problems(index: int, record: Any, validator: Draft202012Validator, mai
     return problems
 
 
+def normalized(query: str) -> str:
+    """A query as a duplicate check sees it: Unicode compatibility forms folded (NFKC), case folded, runs of white
+    space made one space. 'Wake me up at seven am ' and 'wake me up at seven am' are the same request: one in train
+    and one in eval would score the model on what it was trained on."""
+    return " ".join(unicodedata.normalize("NFKC", query).casefold().split())
+
+
 def duplicate_problems(records: Mapping[int, dict]) -> list[Problem]:
-    """Exact repeats (later copies flagged) and one query labeled two ways (every copy flagged).
-    `records` maps each record's index in the file to the record."""
+    """Repeats of a query up to case, spacing and Unicode form (later copies flagged) and one query labeled two ways
+    (every copy flagged). `records` maps each record's index in the file to the record."""
     by_query: dict[str, list[int]] = defaultdict(list)
     for index, record in records.items():
-        by_query[record["query"]].append(index)
+        by_query[normalized(record["query"])].append(index)
     problems = []
     for indices in by_query.values():
         if len(indices) < 2:
@@ -74,7 +83,35 @@ def duplicate_problems(records: Mapping[int, dict]) -> list[Problem]:
                 for i in indices
             ]
         else:
-            problems += [Problem(i, "duplicate", f"exact duplicate of record {indices[0]}") for i in indices[1:]]
+            first = records[indices[0]]["query"]
+            problems += [Problem(i, "duplicate", f"exact duplicate of record {indices[0]}"
+                                 if records[i]["query"] == first
+                                 else f"same query as record {indices[0]} up to case, spacing or Unicode form")
+                         for i in indices[1:]]
+    return problems
+
+
+def strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def control_token_problems(records: Mapping[int, dict], tokens: list[str]) -> list[Problem]:
+    """A query or an answer value holding a control token (`<end_of_turn>`, ...) would be tokenized as that token:
+    user text that forges a chat turn in training data."""
+    problems = []
+    for index, record in records.items():
+        for where, text in [("query", record["query"]), *(("data", s) for s in strings(record["data"]))]:
+            if found := control_tokens_in(text, tokens):
+                problems.append(Problem(index, "control-token", f"{where} contains {found[0]!r}, which the model reads "
+                                        "as a control token (user text must not forge chat turns); remove it"))
+                break
     return problems
 
 
@@ -93,6 +130,7 @@ def check_records(
     main_label: str,
     sequence_len: int,
     token_lengths: Callable[[list[dict]], list[int]],
+    control_tokens: list[str] = (),
 ) -> tuple[list[Problem], dict[int, int]]:
     """All problems of all records, and the rendered token length of each well-formed record."""
     problems: list[Problem] = []
@@ -100,6 +138,7 @@ def check_records(
         problems += shape_problems(index, record, validator, main_label)
     well_formed = sorted(set(range(len(records))) - {p.index for p in problems})
     problems += duplicate_problems({i: records[i] for i in well_formed})
+    problems += control_token_problems({i: records[i] for i in well_formed}, list(control_tokens))
     lengths = dict(zip(well_formed, token_lengths([records[i] for i in well_formed]), strict=True))
     problems += length_problems(lengths, sequence_len)
     return sorted(problems, key=lambda p: (p.index, p.kind)), lengths

@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from contract.config import REPO_ROOT, PipelineConfig, Recipe, add_stage_arguments, config_from_args, resolve, shown
+from contract.config import REPO_ROOT, PipelineConfig, Recipe, add_stage_arguments, config_from_args, shown
 from contract.errors import UserError, run_cli
 from contract.outputs import write_text_atomic
 from contract.prompt import prompt_messages, system_prompt
@@ -265,10 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = config_from_args(args)
     recipe = Recipe.load(config.recipe)
-    model_dir = resolve(args.model or recipe.merged_dir)
+    model_dir = args.model.absolute() if args.model else recipe.merged_dir
     if not (model_dir / "config.json").exists():
         raise UserError(f"{shown(model_dir)}: not a model directory; run `make merge` first or pass --model")
-    report = export(config, recipe, model_dir, resolve(args.out or model_dir))
+    report = export(config, recipe, model_dir, args.out.absolute() if args.out else model_dir)
     if any(f["same_prompt_tokens"] < f["examples"] for f in report["files"]):
         raise UserError("llama.cpp tokenizes some prompts differently from the HF tokenizer: see gguf_parity.json")
     return 0

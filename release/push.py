@@ -10,28 +10,33 @@ states, checkpoints or training arguments.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
-from fnmatch import fnmatch
 from pathlib import Path
 
-from contract.config import Recipe, add_stage_arguments, config_from_args, resolve, shown
+from contract.config import Recipe, add_stage_arguments, config_from_args, shown
 from contract.errors import UserError, run_cli
+from merge.streaming import INDEX, SINGLE
 from release.card import latest_metrics, write_card
 
-UPLOAD = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json", "tokenizer.json",
-          "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "NOTICE",
-          "README.md", "merge_proof.json", "*.gguf", "Modelfile", "gguf_parity.json", "preprocessor_config.json",
-          "processor_config.json")
-NEVER = ("optimizer*", "scheduler*", "rng_state*", "training_args.bin", "trainer_state.json", "*token*.txt", ".env")
+# Besides the weights: what a model directory needs to be used, and what says how it was made.
+COMPANIONS = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+              "special_tokens_map.json", "chat_template.jinja", "NOTICE", "README.md", "merge_proof.json", "Modelfile",
+              "gguf_parity.json", "preprocessor_config.json", "processor_config.json")
 
 
 def upload_plan(model_dir: Path) -> list[Path]:
-    """The files that go up: those UPLOAD names, none that NEVER names, nothing in subdirectories."""
-    return sorted(p for p in model_dir.iterdir() if p.is_file()
-                  and any(fnmatch(p.name, pattern) for pattern in UPLOAD)
-                  and not any(fnmatch(p.name, pattern) for pattern in NEVER))
+    """The files that go up, by name: the weights the merge wrote (its index, or model.safetensors), the GGUF files
+    the export checked (gguf_parity.json), and the companions. A stray file in the directory (a copied optimizer
+    state, another checkpoint's shard) never goes up."""
+    index = model_dir / INDEX
+    weights = [INDEX, *sorted(set(json.loads(index.read_text())["weight_map"].values()))] if index.exists() \
+        else [SINGLE]
+    parity = model_dir / "gguf_parity.json"
+    gguf = [f["file"] for f in json.loads(parity.read_text())["files"]] if parity.exists() else []
+    return sorted(model_dir / name for name in {*weights, *gguf, *COMPANIONS} if (model_dir / name).is_file())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = config_from_args(args)
     recipe = Recipe.load(config.recipe)
-    model_dir = resolve(args.model or recipe.merged_dir)
+    model_dir = args.model.absolute() if args.model else recipe.merged_dir
     if not (model_dir / "merge_proof.json").exists():
         raise UserError(f"{shown(model_dir)}: no merged model with a merge proof there; run `make merge` first")
     write_card(model_dir, config, recipe, latest_metrics(config, recipe, args.metrics))

@@ -102,13 +102,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir = resolve(recipe["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
     recipe_file = output_dir / "recipe.yaml"
-    recipe_file.write_text(f"# effective recipe: {shown(resolve(config.recipe))} + overrides {rest or 'none'}"
-                           f"{'' if on_gpu else ' + CPU settings'}\n" + yaml.safe_dump(recipe, sort_keys=False))
-    if problems := check(recipe_file):
+    # Checked under another name first: output_dir/recipe.yaml only ever holds what was checked and then ran (a dry
+    # run or a failed check leaves a finished run's record as it was).
+    candidate = output_dir / ".recipe.candidate.yaml"
+    candidate.write_text(f"# effective recipe: {shown(resolve(config.recipe))} + overrides {rest or 'none'}"
+                         f"{'' if on_gpu else ' + CPU settings'}\n" + yaml.safe_dump(recipe, sort_keys=False))
+    problems = [problem.replace(str(candidate), shown(recipe_file)).replace(shown(candidate), shown(recipe_file))
+                for problem in check(candidate)]
+    if problems or args.dry_run:
+        candidate.unlink()
+    if problems:
         raise UserError("the recipe has problems:\n  " + "\n  ".join(problems))
     if args.dry_run:
-        print(f"ok: {shown(recipe_file)}")
+        print(f"ok: the effective recipe of {shown(resolve(config.recipe))} + {rest or 'no overrides'}")
         return 0
+    candidate.replace(recipe_file)
     if args.preprocess_only:
         command = [sys.executable, "-m", "axolotl.cli.preprocess", str(recipe_file)]
         return subprocess.run(command).returncode  # in this environment, run_env() included

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from contract.config import load_yaml, shown
+from contract.config import load_yaml, resolve, shown
 from contract.errors import UserError, run_cli
 from contract.rows import END_OF_TURN
 
@@ -26,6 +26,9 @@ from contract.rows import END_OF_TURN
 ROLES_TO_TRAIN = ["assistant"]
 # Stops a run at the first NaN/inf and avoids the cuDNN attention bug that causes it (training/plugin.py).
 GUARDS_PLUGIN = "training.plugin.RecipePlugin"
+# Settings that must be positive where given.
+POSITIVE = ("micro_batch_size", "gradient_accumulation_steps", "sequence_len", "num_epochs", "learning_rate",
+            "eval_batch_size")
 
 
 def _field_names(model: Any) -> set[str]:
@@ -72,7 +75,20 @@ def recipe_problems(recipe: dict) -> list[str]:
                         "a broken model")
     if recipe.get("eot_tokens") != [END_OF_TURN]:
         problems.append(f"eot_tokens must be ['{END_OF_TURN}'] or the model never learns to stop")
+    if not recipe.get("base_model"):
+        problems.append("base_model is missing: the model to fine-tune (a local directory or a Hub name)")
+    for key in POSITIVE:  # Axolotl lets a negative batch size through to the Trainer
+        value = recipe.get(key)
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or value <= 0):
+            problems.append(f"{key} must be a positive number, got {value!r}")
     return problems
+
+
+def missing_files(recipe: dict) -> list[str]:
+    """Local dataset files the recipe names that do not exist (yet: `make data` writes the sample's)."""
+    return [f"{section}[{i}]: {dataset['path']}: no such file (run `make data` first)"
+            for section in ("datasets", "test_datasets") for i, dataset in enumerate(recipe.get(section) or [])
+            if dataset.get("ds_type") == "json" and dataset.get("path") and not resolve(dataset["path"]).exists()]
 
 
 def axolotl_problems(recipe: dict) -> list[str]:
@@ -94,8 +110,9 @@ def axolotl_problems(recipe: dict) -> list[str]:
     return []
 
 
-def check(path: Path) -> list[str]:
-    """Every problem of the file: duplicated keys, our checks, Axolotl's validation."""
+def check(path: Path, files: bool = True) -> list[str]:
+    """Every problem of the file: duplicated keys, our checks, Axolotl's validation, and (with `files`) dataset files
+    that are not there."""
     try:
         recipe, duplicates = load_yaml(path)
     except UserError as err:
@@ -104,7 +121,7 @@ def check(path: Path) -> list[str]:
         return [f"{shown(Path(path))}: a recipe is a mapping of Axolotl settings"]
     problems = [f"duplicate key `{key}` (again at line {line}); YAML would silently keep the last one"
                 for key, line in duplicates]
-    problems += recipe_problems(recipe) + axolotl_problems(recipe)
+    problems += recipe_problems(recipe) + axolotl_problems(recipe) + (missing_files(recipe) if files else [])
     return [f"{shown(Path(path))}: {problem}" for problem in problems]
 
 
