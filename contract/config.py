@@ -1,6 +1,8 @@
 """The one typed configuration (pipeline.yaml) and the typed view of an Axolotl recipe.
 
-One path rule: a relative path is relative to the repository root, where `make` and Axolotl run.
+Path rules: a path in pipeline.yaml is relative to that file's directory (the repository root for the shipped one);
+a path given on the command line is relative to the working directory; a path in an Axolotl recipe is relative to
+the repository root, where `make` and Axolotl run.
 Every command loads the configuration once (`load_config`), applies its command-line overrides, and writes
 `config.as_record()` into what it produces, so a result says how it was made.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, ValidationError
 
 from contract.errors import UserError
 
@@ -119,9 +121,15 @@ class PipelineConfig(Section):
     predict: PredictOptions = PredictOptions()
     export: ExportOptions = ExportOptions()
 
+    _root: Path = PrivateAttr(default=REPO_ROOT)  # the directory of the pipeline file this was read from
+
     def path(self, name: str) -> Path:
-        """A path setting resolved by the one rule."""
-        return resolve(getattr(self, name))
+        """A path setting, resolved against the pipeline file's directory."""
+        return self.locate(getattr(self, name))
+
+    def locate(self, value: str | Path) -> Path:
+        value = Path(value)
+        return value if value.is_absolute() else self._root / value
 
     def as_record(self) -> dict[str, Any]:
         """What every output records of how it was made."""
@@ -171,7 +179,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     problems += _unknown_keys(raw, PipelineConfig)
     if not problems:
         try:
-            return PipelineConfig.model_validate(_merge(raw, overrides or {}))
+            config = PipelineConfig.model_validate(_merge(raw, overrides or {}))
+            config._root = path.parent
+            return config
         except ValidationError as err:
             problems = [f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}"
                         + (f" (got {e['input']!r})" if not isinstance(e["input"], dict) else "")
@@ -243,7 +253,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             section, name = dest.split(".", 1)
             overrides.setdefault(section, {})[name] = value
     if getattr(args, "config", None):
-        overrides["recipe"] = str(args.config)
+        overrides["recipe"] = str(Path(args.config).absolute())  # the command line's: from the working directory
     return load_config(args.pipeline, overrides)
 
 

@@ -26,7 +26,6 @@ from contract.config import (
     Recipe,
     add_stage_arguments,
     config_from_args,
-    resolve,
     sha256_file,
     shown,
 )
@@ -98,12 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = config_from_args(args)
     options = config.eval
-    recipe = Recipe.load(config.recipe)
+    recipe = Recipe.load(config.path("recipe"))
     schema = load_schema(config.path("schema_path"))
     prompt = system_prompt(config)
     data = args.data or recipe.eval_file
     examples = load_examples(data, schema)[: options.limit]
-    out = resolve(options.reports_dir) / (args.run or recipe.path.stem)
+    out = config.locate(options.reports_dir) / (args.run or recipe.path.stem)
     out.mkdir(parents=True, exist_ok=True)
 
     quantize = config.decoding.quantize

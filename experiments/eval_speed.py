@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = load_config(args.pipeline)
-    recipe = Recipe.load(config.recipe)
+    recipe = Recipe.load(config.path("recipe"))
     # The base the adapter was trained on (the recipe's, unless a test trained it on another)
     base = json.loads((args.adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
     model, tokenizer = load_model(base or recipe.base_model, args.adapter)

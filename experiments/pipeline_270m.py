@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     shutil.rmtree(WORKDIR, ignore_errors=True)
     config = load_config()
-    base = load_recipe(config.recipe)
+    base = load_recipe(config.path("recipe"))
     overrides = {"plugins": [*base["plugins"], TIMER], **parse_overrides([f"--{s}" for s in args.set])}
     recipe = recipe_variant(base, overrides, workdir=WORKDIR.relative_to(REPO_ROOT))
     recipe_file, pipeline_file = WORKDIR / "recipe.yaml", WORKDIR / "pipeline.yaml"

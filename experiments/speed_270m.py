@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="recipe overrides for every variant (a CPU check: base_model=<tiny model>)")
     args = parser.parse_args(argv)
     config = load_config()
-    recipe_path = resolve(config.recipe)
+    recipe_path = config.path("recipe")
     base = recipe_variant(load_recipe(recipe_path), parse_overrides([f"--{s}" for s in args.set]))
     recipe = Recipe.load(recipe_path)
     workdir = REPO_ROOT / "outputs/bench-speed-270m"

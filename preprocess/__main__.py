@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args)
     if args.raw_data:
         config = config.model_copy(update={"raw_data": args.raw_data.absolute()})  # the command line's: from the cwd
-    recipe = Recipe.load(config.recipe)
+    recipe = Recipe.load(config.path("recipe"))
     data_dir = recipe.data_dir
     schema = load_schema(config.path("schema_path"))
     labels_in_schema = [f.pointer for f in scored_fields(schema) if f.kind == "label"]

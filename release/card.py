@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from contract.config import PipelineConfig, Recipe, resolve, shown
+from contract.config import PipelineConfig, Recipe, shown
 from contract.outputs import write_text_atomic
 from contract.prompt import compact_json, system_prompt
 from contract.schema import load_schema
@@ -134,7 +134,7 @@ Trained by `{shown(recipe.path)}` with the settings recorded in `merge_proof.jso
 
 def latest_metrics(config: PipelineConfig, recipe: Recipe, metrics_file: Path | None = None) -> dict[str, Any] | None:
     """The recipe's last `make eval` metrics (reports/<recipe>/metrics.json), if there are any."""
-    path = metrics_file or resolve(config.eval.reports_dir) / recipe.path.stem / "metrics.json"
+    path = metrics_file or config.locate(config.eval.reports_dir) / recipe.path.stem / "metrics.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 

@@ -264,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where the GGUF files go (default: the model dir)")
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    recipe = Recipe.load(config.recipe)
+    recipe = Recipe.load(config.path("recipe"))
     model_dir = args.model.absolute() if args.model else recipe.merged_dir
     if not (model_dir / "config.json").exists():
         raise UserError(f"{shown(model_dir)}: not a model directory; run `make merge` first or pass --model")

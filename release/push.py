@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="write the card and print the plan; upload nothing")
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    recipe = Recipe.load(config.recipe)
+    recipe = Recipe.load(config.path("recipe"))
     model_dir = args.model.absolute() if args.model else recipe.merged_dir
     if not (model_dir / "merge_proof.json").exists():
         raise UserError(f"{shown(model_dir)}: no merged model with a merge proof there; run `make merge` first")

@@ -3,6 +3,7 @@ and a non-zero exit; nothing is silently accepted, destroyed or left stale. (The
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -515,3 +516,37 @@ def test_predict_without_a_model_says_to_merge_or_pass_one(tmp_path, capsys, bas
                              str(tmp_path / "a.jsonl")]) == 1
     line = one_error_line(capsys)
     assert "`make merge` writes one" in line and "make base-model" not in line
+
+
+def test_paths_in_a_pipeline_file_are_relative_to_it_and_command_line_paths_to_the_working_directory(
+        tmp_path, monkeypatch) -> None:
+    from contract.config import add_stage_arguments, config_from_args
+
+    (tmp_path / "project").mkdir()
+    pipeline = tmp_path / "project/pipeline.yaml"
+    pipeline.write_text(json.dumps({"raw_data": "raw.json", "schema": "schema.json", "system_prompt": "p.txt",
+                                    "main_label": "/intent", "eval_fraction": 0.1, "seed": 1}))
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    add_stage_arguments(parser)
+    config = config_from_args(parser.parse_args(["--pipeline", str(pipeline), "--config", "mine/recipe.yaml"]))
+    assert config.path("raw_data") == tmp_path / "project/raw.json"
+    assert config.path("recipe") == tmp_path / "mine/recipe.yaml"
+
+
+def test_a_model_directory_without_weights_is_one_line(tmp_path, capsys, base_model_dir) -> None:
+    import shutil
+
+    no_weights = tmp_path / "model"
+    shutil.copytree(base_model_dir, no_weights, ignore=shutil.ignore_patterns("*.safetensors"))
+    assert stage(evaluate, tmp_path, [GOOD], base_model_dir, "--model", str(no_weights), "--data",
+                 str(tmp_path / "raw_data.json")) == 1
+    assert "cannot load a model from" in one_error_line(capsys)
+
+
+def test_a_predictions_file_with_an_invalid_byte_starts_over(tmp_path, capsys) -> None:
+    path = tmp_path / "predictions-tuned.jsonl"
+    Resumable(path, {"model": "m"}, [{"query": "a"}]).append([{"index": 0, "query": "a"}])
+    path.write_bytes(b'{"index": 0, "query": "\xff"}\n')
+    assert Resumable(path, {"model": "m"}, [{"query": "a"}]).done == {}
+    assert "not UTF-8 any more (damaged); starting it over" in capsys.readouterr().out

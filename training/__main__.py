@@ -98,14 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.update(run_env())  # before Axolotl and huggingface_hub are imported: they read it once
     config = config_from_args(args)
     on_gpu = torch.cuda.is_available()
-    recipe = effective_recipe(load_recipe(config.recipe), parse_overrides(rest), on_gpu)
+    recipe = effective_recipe(load_recipe(config.path("recipe")), parse_overrides(rest), on_gpu)
     output_dir = resolve(recipe["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
     recipe_file = output_dir / "recipe.yaml"
     # Checked under another name first: output_dir/recipe.yaml only ever holds what was checked and then ran (a dry
     # run or a failed check leaves a finished run's record as it was).
     candidate = output_dir / ".recipe.candidate.yaml"
-    candidate.write_text(f"# effective recipe: {shown(resolve(config.recipe))} + overrides {rest or 'none'}"
+    base_recipe = shown(config.path("recipe"))
+    candidate.write_text(f"# effective recipe: {base_recipe} + overrides {rest or 'none'}"
                          f"{'' if on_gpu else ' + CPU settings'}\n" + yaml.safe_dump(recipe, sort_keys=False))
     problems = [problem.replace(str(candidate), shown(recipe_file)).replace(shown(candidate), shown(recipe_file))
                 for problem in check(candidate)]
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         raise UserError("the recipe has problems:\n  " + "\n  ".join(problems))
     if args.dry_run:
-        print(f"ok: the effective recipe of {shown(resolve(config.recipe))} + {rest or 'no overrides'}")
+        print(f"ok: the effective recipe of {base_recipe} + {rest or 'no overrides'}")
         return 0
     candidate.replace(recipe_file)
     if args.preprocess_only:
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return subprocess.run(command).returncode  # in this environment, run_env() included
 
     state = {"status": "running", "started": now(), "recipe": shown(recipe_file),
-             "base_recipe": shown(resolve(config.recipe)), "data_sha256": data_fingerprint(recipe),
+             "base_recipe": base_recipe, "data_sha256": data_fingerprint(recipe),
              "processes": args.num_processes}
     write_json_atomic(output_dir / STATE, state)
     try:
