@@ -26,6 +26,8 @@ EVAL_ARGS ?=
 PREDICT_ARGS ?=
 EXPORT_ARGS ?=
 PUSH_ARGS ?=
+SUGGEST_ARGS ?=
+AUDIT_ARGS ?=
 HAS_GPU = $(shell $(PY) -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null)
 # quickstart on a CPU: 64 steps of 8 examples (512 of the 1,826) at a higher learning rate with the LoRA rank it was
 # measured with (64), scored constrained on the first 100 eval examples: what 2 cores teach in ~14 minutes
@@ -41,7 +43,8 @@ QUICK_CPU_MERGE ?= --adapter outputs/quickstart-cpu --out outputs/quickstart-cpu
 LLAMA_CPP_PYTHON ?= 0.3.36
 LLAMA_CPP_SRC = .tools/llama_cpp_python-$(LLAMA_CPP_PYTHON)
 
-.PHONY: setup base-model data axolotl-preprocess train merge eval predict export export-setup push quickstart test \
+.PHONY: setup base-model data axolotl-preprocess train merge eval predict suggest audit export export-setup push \
+	quickstart test \
 	test-fast test-unit test-lab lint docker-build docker-train clean
 
 setup:
@@ -72,6 +75,14 @@ eval:
 
 predict:
 	$(PY) -m evaluation.predict $(STAGE) $(if $(MODEL),--model $(MODEL)) $(PREDICT_ARGS)
+
+# Which unlabeled queries to label next: make suggest SUGGEST_ARGS="--input pool.txt --output to_label.jsonl"
+suggest:
+	$(PY) -m labeling.suggest $(STAGE) $(if $(MODEL),--model $(MODEL)) $(SUGGEST_ARGS)
+
+# Which labels of raw_data.json are likely wrong (k trainings; on a CPU: AUDIT_ARGS="--folds 2 --max-steps 60")
+audit: data
+	$(PY) -m labeling.audit $(STAGE) $(AUDIT_ARGS)
 
 # GGUF files + Ollama Modelfile beside the merged model, with a parity check against the HF model (README, "Use the model").
 export: export-setup

@@ -26,6 +26,9 @@ from transformers import DynamicCache, PreTrainedModel
 class Decoded:
     token_ids: list[int]  # the answer, without the stop token
     stopped: bool  # ended with a stop token (not at the token limit)
+    # with margins=True: per answer token, log p(chosen) - log p(best other token) under the model's own
+    # distribution: small (or negative, where the grammar overrode the model) at the decisions it was unsure of
+    margins: tuple[float, ...] = ()
 
     @property
     def new_tokens(self) -> int:
@@ -76,7 +79,7 @@ class Decoder:
         return cache
 
     @torch.inference_mode()
-    def decode(self, prompts: Sequence[Sequence[int]], matchers: Sequence[Any] | None = None
+    def decode(self, prompts: Sequence[Sequence[int]], matchers: Sequence[Any] | None = None, margins: bool = False
                ) -> tuple[list[Decoded], float]:
         """Greedy answers for a batch of tokenized prompts, and the wall-clock seconds they took."""
         start = time.perf_counter()
@@ -94,17 +97,21 @@ class Decoder:
                          logits_to_keep=1)
         constraint = _Constraint(matchers, out.logits.shape[-1]) if matchers else None
         answers: list[list[int]] = [[] for _ in range(rows)]
+        confidence: list[list[float]] = [[] for _ in range(rows)]
         done = [False] * rows
         next_position = positions[:, -1:] + 1
         for step in range(self.max_new_tokens):
             logits = out.logits[:, -1, :]
             active = [i for i in range(rows) if not done[i]]
             tokens = constraint.greedy(logits, active) if constraint else logits.argmax(-1).tolist()
+            step_margins = token_margins(logits, tokens) if margins else None
             for i in active:
                 if tokens[i] in self.stop_ids:
                     done[i] = True
                 else:
                     answers[i].append(tokens[i])
+                    if step_margins is not None:
+                        confidence[i].append(step_margins[i])
             if constraint:
                 constraint.accept(active, [tokens[i] for i in active])
             if all(done) or step == self.max_new_tokens - 1:
@@ -117,7 +124,18 @@ class Decoder:
             next_position = next_position + 1
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        return [Decoded(a, d) for a, d in zip(answers, done, strict=True)], time.perf_counter() - start
+        return [Decoded(a, d, tuple(c)) for a, d, c in zip(answers, done, confidence, strict=True)], \
+            time.perf_counter() - start
+
+
+def token_margins(logits: torch.Tensor, chosen: Sequence[int]) -> list[float]:
+    """Per row: log p(chosen token) - log p(the best other token)."""
+    logprobs = logits.float().log_softmax(-1)
+    top2 = logprobs.topk(2, dim=-1)
+    picked = logprobs.gather(-1, torch.tensor(chosen, device=logits.device)[:, None])[:, 0]
+    best_other = torch.where(top2.indices[:, 0] == torch.tensor(chosen, device=logits.device), top2.values[:, 1],
+                             top2.values[:, 0])
+    return (picked - best_other).tolist()
 
 
 class _Constraint:

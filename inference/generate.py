@@ -29,6 +29,8 @@ class Answer:
     new_tokens: int
     batch_seconds: float
     batch_size: int
+    token_ids: tuple[int, ...] = ()
+    margins: tuple[float, ...] = ()  # per answer token, where asked (inference.decoding.token_margins)
 
 
 class Generator:
@@ -47,7 +49,8 @@ class Generator:
     def prompts(self, queries: Sequence[str]) -> list[list[int]]:
         return [prompt_token_ids(self.tokenizer, query, self.system_prompt) for query in queries]
 
-    def answer(self, queries: Sequence[str], batch_size: int) -> Iterable[tuple[list[int], list[Answer]]]:
+    def answer(self, queries: Sequence[str], batch_size: int, margins: bool = False
+               ) -> Iterable[tuple[list[int], list[Answer]]]:
         """(positions, answers) batch by batch, longest prompts first (batches of similar length pad less)."""
         prompts = self.prompts(queries)
         if not prompts:
@@ -60,7 +63,7 @@ class Generator:
             batch = order[start:start + size]
             matchers = [self.grammar.matcher(queries[i]) for i in batch] if self.grammar else None
             try:
-                decoded, seconds = decoder.decode([prompts[i] for i in batch], matchers)
+                decoded, seconds = decoder.decode([prompts[i] for i in batch], matchers, margins)
             except torch.OutOfMemoryError as err:
                 # A batch's key/value cache grows with its longest answer: on a small GPU (the 27B in 4 bits on
                 # 24 GB) a batch that fits at first can run out later. Halve it and go on, rather than lose the run.
@@ -74,4 +77,4 @@ class Generator:
                 continue
             start += len(batch)
             yield batch, [Answer(self.tokenizer.decode(d.token_ids, skip_special_tokens=True), d.new_tokens,
-                                 seconds, len(batch)) for d in decoded]
+                                 seconds, len(batch), tuple(d.token_ids), d.margins) for d in decoded]

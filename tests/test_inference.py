@@ -77,10 +77,10 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_every_query_answered(tiny
     generator = Generator.build(model, tokenizer, "SYSTEM", schema, False, DECODING)
     real = decoding.Decoder.decode
 
-    def small_gpu(self, prompts, matchers=None):
+    def small_gpu(self, prompts, matchers=None, margins=False):
         if len(prompts) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory")
-        return real(self, prompts, matchers)
+        return real(self, prompts, matchers, margins)
 
     monkeypatch.setattr(decoding.Decoder, "decode", small_gpu)
     queries = [r["query"] for r in sample_records[:5]]
@@ -88,3 +88,20 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_every_query_answered(tiny
     assert answered == [0, 1, 2, 3, 4]
     err = capsys.readouterr().err
     assert "batch of 5 ran out of GPU memory; continuing with batches of 4" in err and "batches of 2" in err
+
+
+def test_answer_likelihoods_in_a_batch_equal_each_answer_scored_alone(tiny_gemma3) -> None:
+    from contract.prompt import prompt_token_ids
+    from contract.rows import END_OF_TURN
+    from inference.likelihood import answer_logprobs
+
+    model, tokenizer = load_model(tiny_gemma3)
+    answers = ['{"intent":"alarm_set"}', '{"intent":"alarm_query","entities":[{"type":"time","value":"seven"}]}']
+    batched = answer_logprobs(model, tokenizer, "SYSTEM", "wake me at seven", answers)
+    prompt = prompt_token_ids(tokenizer, "wake me at seven", "SYSTEM")
+    for answer, score in zip(answers, batched, strict=True):
+        ids = tokenizer(answer + END_OF_TURN, add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logprobs = model(input_ids=torch.tensor([prompt + ids])).logits.float().log_softmax(-1)[0]
+        alone = sum(logprobs[len(prompt) - 1 + j, token].item() for j, token in enumerate(ids))
+        assert score == pytest.approx(alone, abs=1e-3)

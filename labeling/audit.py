@@ -1,0 +1,215 @@
+"""Which labels in raw_data.json are likely wrong, by cross-validation: k models, each trained by `python -m training`
+on the other folds, judge the records they never saw.
+
+    python -m labeling.audit [--folds 5] [--max-steps N] [--out reports/audit]
+
+- Closed label sets (`enum` fields at the top of the answer, e.g. scenario and intent): for each held-out record, the
+  model's probability of every label value (the whole answer with that value, teacher-forced), then confident
+  learning (cleanlab's `find_label_issues` on these out-of-fold probabilities) names the records whose given label
+  the model finds unlikely against what it believes.
+- Extracted lists (e.g. entities): the held-out record's constrained answer against the given items: an item of the
+  same value with another type, a value that overlaps a given one (a shifted span), an item the model does not find,
+  or one it finds that is not labeled; its confidence is how much more the model believes its answer than the given
+  one (a sigmoid of the log-probability difference).
+Writes <out>/label_issues.jsonl (record index, field, given value, the model's value, confidence, kind), most
+confident first, and summary.json. The cost is k trainings of the recipe: on a CPU, pass --folds 2 --max-steps 60.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from sklearn.model_selection import StratifiedKFold
+
+from contract.config import PipelineConfig, Recipe, add_stage_arguments, config_from_args, shown
+from contract.errors import UserError, run_cli
+from contract.outputs import jsonl, write_json_atomic, write_text_atomic
+from contract.prompt import answer_text, system_prompt
+from contract.records import load_records
+from contract.rows import training_row
+from contract.schema import canonical_answer, load_schema, properties, resolve_pointer, scored_fields, validator
+from evaluation.scoring import parse_prediction
+from inference.generate import Generator
+from inference.likelihood import answer_logprobs
+from inference.models import load_model
+from training.recipes import load_recipe, recipe_variant
+
+
+def label_fields(schema: dict) -> dict[str, list[Any]]:
+    """Closed label sets at the top of the answer (`/intent`: its enum values)."""
+    top = properties(schema, schema)
+    return {f"/{key}": list(node["enum"]) for key, node in top.items() if isinstance(node, dict) and "enum" in node}
+
+
+def list_fields(schema: dict) -> list[str]:
+    return [f.pointer for f in scored_fields(schema) if f.kind == "list" and f.pointer.count("/") == 1]
+
+
+def folds(labels: Sequence[str], k: int, seed: int) -> list[list[int]]:
+    """k held-out position lists, stratified on the main label where it can be."""
+    with warnings.catch_warnings():  # a label with fewer than k records is spread as well as it can be
+        warnings.simplefilter("ignore")
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        return [held.tolist() for _, held in splitter.split(np.zeros(len(labels)), labels)]
+
+
+def label_issues(labels: Sequence[int], pred_probs: np.ndarray) -> list[int]:
+    """Positions whose given label confident learning finds likely wrong, most likely first."""
+    from cleanlab.filter import find_label_issues
+
+    return find_label_issues(np.asarray(labels), pred_probs, return_indices_ranked_by="self_confidence").tolist()
+
+
+def list_disagreements(given: list[dict], model: list[dict]) -> list[tuple[str, Any, Any]]:
+    """(kind, given item, model item) where the model's items differ from the given ones (items matched whole, then
+    by value, then by overlapping value)."""
+    given_left = [g for g in given if g not in model]
+    model_left = [m for m in model if m not in given]
+    found = []
+    for g in list(given_left):
+        value = str(g.get("value", ""))
+        same = next((m for m in model_left if str(m.get("value", "")) == value), None)
+        near = same or next((m for m in model_left if value and str(m.get("value", "")) and (
+            value in str(m.get("value")) or str(m.get("value")) in value)), None)
+        if near is not None:
+            found.append(("type" if same is not None else "span", g, near))
+            given_left.remove(g)
+            model_left.remove(near)
+    found += [("not-found-by-model", g, None) for g in given_left]
+    found += [("not-labeled", None, m) for m in model_left]
+    return found
+
+
+def train_fold(config: PipelineConfig, pipeline: Path, records: list[dict], held: set[int], workdir: Path,
+               schema: dict, prompt: str, max_steps: int | None) -> Recipe:
+    """The recipe trained on the records outside `held` (a subprocess of `python -m training`, as `make train`)."""
+    (workdir / "data").mkdir(parents=True, exist_ok=True)
+    for name, part in (("train", [r for i, r in enumerate(records) if i not in held]),
+                       ("eval", [r for i, r in enumerate(records) if i in held])):
+        rows = [training_row(r["query"], answer_text(r["data"], schema), prompt) for r in part]
+        write_text_atomic(workdir / "data" / f"{name}.jsonl", jsonl(rows))
+    recipe_file = workdir / "recipe.yaml"
+    recipe = recipe_variant(load_recipe(config.path("recipe")), {"evals_per_epoch": 0, "saves_per_epoch": 0},
+                            workdir)
+    recipe_file.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    command = [sys.executable, "-m", "training", "--pipeline", str(pipeline), "--config", str(recipe_file)]
+    if max_steps:
+        command.append(f"--max_steps={max_steps}")
+    if subprocess.run(command).returncode != 0:
+        raise UserError(f"training fold {workdir.name} failed (its log is above)")
+    return Recipe.load(recipe_file)
+
+
+def judge_fold(recipe: Recipe, records: list[dict], held: Sequence[int], schema: dict, prompt: str,
+               config: PipelineConfig) -> tuple[dict[str, dict[int, list[float]]], list[dict]]:
+    """Out-of-fold label probabilities by field and position, and the list-field disagreements."""
+    model, tokenizer = load_model(recipe.base_model, recipe.output_dir, quantize=config.decoding.quantize)
+    probabilities: dict[str, dict[int, list[float]]] = {}
+    for pointer, values in label_fields(schema).items():
+        key = pointer.strip("/")
+        for i in held:
+            data = records[i]["data"]
+            candidates = [answer_text({**data, key: value}, schema) for value in values]
+            scores = np.array(answer_logprobs(model, tokenizer, prompt, records[i]["query"], candidates))
+            probabilities.setdefault(pointer, {})[i] = (np.exp(scores - scores.max()) /
+                                                        np.exp(scores - scores.max()).sum()).tolist()
+    issues = []
+    lists = list_fields(schema)
+    if lists:
+        generator = Generator.build(model, tokenizer, prompt, schema, True, config.decoding)
+        queries = [records[i]["query"] for i in held]
+        check = validator(schema)
+        for positions, answers in generator.answer(queries, config.decoding.batch_size):
+            for position, answer in zip(positions, answers, strict=True):
+                i, parsed = held[position], parse_prediction(answer.text, check)
+                if not parsed.conforms:
+                    continue
+                given = canonical_answer(records[i]["data"], schema)
+                belief = answer_logprobs(model, tokenizer, prompt, records[i]["query"],
+                                         [answer.text, answer_text(given, schema)])
+                confidence = 1 / (1 + math.exp(belief[1] - belief[0]))
+                for pointer in lists:
+                    for kind, given_item, model_item in list_disagreements(
+                            resolve_or_empty(given, pointer), resolve_or_empty(parsed.value, pointer)):
+                        issues.append({"index": i, "field": pointer.strip("/"), "kind": kind, "given": given_item,
+                                       "model": model_item, "confidence": round(confidence, 4)})
+    return probabilities, issues
+
+
+def resolve_or_empty(data: Any, pointer: str) -> list:
+    try:
+        value = resolve_pointer(data, pointer)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return []
+    return value if isinstance(value, list) else []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_stage_arguments(parser, "decoding")
+    parser.add_argument("--folds", type=int, default=5, help="k: each record is judged by a model trained without it")
+    parser.add_argument("--max-steps", type=int, help="cap each fold's training (a CPU: 60)")
+    parser.add_argument("--out", type=Path, default=Path("reports/audit"), help="label_issues.jsonl goes here")
+    args = parser.parse_args(argv)
+    if args.folds < 2:
+        raise UserError("--folds must be at least 2")
+    config = config_from_args(args)
+    schema = load_schema(config.path("schema_path"))
+    prompt = system_prompt(config)
+    check = validator(schema)
+    good = [(i, r) for i, r in enumerate(load_records(config.path("raw_data")))
+            if isinstance(r, dict) and isinstance(r.get("query"), str) and check.is_valid(r.get("data"))]
+    if len(good) < 2 * args.folds:
+        raise UserError(f"{len(good)} valid records: too few for {args.folds} folds (`make data` names bad ones)")
+    index, records = [i for i, _ in good], [r for _, r in good]
+    labels = [str(resolve_pointer(r["data"], config.main_label)) for r in records]
+    out = args.out.absolute()
+    print(f"auditing {len(records)} records with {args.folds} folds: {args.folds} trainings of "
+          f"{shown(config.path('recipe'))}", flush=True)
+    probabilities: dict[str, dict[int, list[float]]] = {}
+    issues: list[dict] = []
+    for k, held in enumerate(folds(labels, args.folds, config.seed)):
+        recipe = train_fold(config, args.pipeline.absolute(), records, set(held), out / f"fold-{k}", schema, prompt,
+                            args.max_steps)
+        fold_probabilities, fold_issues = judge_fold(recipe, records, held, schema, prompt, config)
+        for pointer, rows in fold_probabilities.items():
+            probabilities.setdefault(pointer, {}).update(rows)
+        issues += fold_issues
+    for pointer, values in label_fields(schema).items():
+        rows = probabilities.get(pointer, {})
+        positions = sorted(rows)
+        given = [values.index(resolve_pointer(records[p]["data"], pointer)) for p in positions]
+        matrix = np.array([rows[p] for p in positions])
+        for rank in label_issues(given, matrix):
+            p = positions[rank]
+            issues.append({"index": p, "field": pointer.strip("/"), "kind": "label",
+                           "given": values[given[rank]], "model": values[int(matrix[rank].argmax())],
+                           "confidence": round(float(matrix[rank].max()), 4),
+                           "given_probability": round(float(matrix[rank][given[rank]]), 4)})
+    for issue in issues:
+        issue["index"] = index[issue["index"]]  # the record's position in raw_data.json
+    issues.sort(key=lambda row: (-row["confidence"], row["index"], row["field"]))
+    write_text_atomic(out / "label_issues.jsonl", jsonl(issues))
+    summary = {"records": len(records), "folds": args.folds, "max_steps": args.max_steps,
+               "issues": len(issues), "records_flagged": len({row["index"] for row in issues}),
+               "by_field_and_kind": dict(Counter(f"{row['field']}/{row['kind']}" for row in issues)),
+               "config": config.as_record()}
+    write_json_atomic(out / "summary.json", summary)
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+    print(f"label issues, most confident first -> {shown(out / 'label_issues.jsonl')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
