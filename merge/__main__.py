@@ -56,7 +56,7 @@ def base_directory(base: str) -> Path:
                         "download it (HF_HUB_OFFLINE=0 HF_TOKEN=...)") from err
 
 
-def write_companions(base_dir: Path, adapter: Path, out: Path, dtype: str, tokenizer) -> None:
+def write_companions(base_dir: Path, out: Path, dtype: str, tokenizer) -> None:
     """Everything of a model directory but the weights: config (in the merge's dtype), the training tokenizer and
     chat template, a generation config that stops at the end of the model's turn, the licence and vocabulary files."""
     config = AutoConfig.from_pretrained(str(base_dir))
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with replaced_directory(out) as staging:
         matrices = stream_merge(base_dir, loras, adapter, staging, getattr(torch, dtype))
         print(matrices.summary(), flush=True)
-        write_companions(base_dir, adapter, staging, dtype, tokenizer)
+        write_companions(base_dir, staging, dtype, tokenizer)
         if small:
             tolerance = options.tolerance if options.tolerance is not None else DEFAULT_TOLERANCE[dtype]
             probes = probe_examples(recipe.eval_file, tokenizer, system_prompt(config), options.probes)
