@@ -32,7 +32,7 @@ def exported(tmp_path_factory, sample_records, base_model_dir):
     result = subprocess.run(
         [sys.executable, "-m", "release.export", *stage, "--model", str(base_model_dir), "--out",
          str(root / "gguf"), "--outtypes", "f16,q8_0", "--parity-examples", str(PARITY_EXAMPLES),
-         "--parity-max-new-tokens", "32"],
+         "--max-new-tokens", "32"],
         cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return root / "gguf"
