@@ -23,7 +23,7 @@ import torch
 
 from contract.config import REPO_ROOT, run_env
 from experiments.pipeline_270m import hardware
-from training.__main__ import launch_command
+from training.__main__ import DRY_RUN_RECIPE, launch_command
 
 WORKDIR = REPO_ROOT / "outputs/bench-train-startup"
 ONE_STEP = ["--max_steps=1", "--evals_per_epoch=0", "--saves_per_epoch=0", "--save_total_limit=null",
@@ -48,7 +48,7 @@ def one_run(launcher: str, run: int, extra: list[str]) -> float:
         return timed(train, WORKDIR / f"{launcher}-{run}.log")
     # before: the same recipe check, then the launcher that `make train` still uses for several processes
     checked = timed([*train, "--dry-run"], WORKDIR / f"{launcher}-{run}-check.log")
-    command, _ = launch_command(out / "recipe.yaml", 1, torch.cuda.is_available())
+    command, _ = launch_command(out / DRY_RUN_RECIPE, 1, torch.cuda.is_available())
     return checked + timed(command, WORKDIR / f"{launcher}-{run}.log")
 
 

@@ -503,7 +503,7 @@ def test_a_dry_run_or_a_failed_check_never_rewrites_a_finished_runs_recipe(tmp_p
     assert run_cli(train, ["--pipeline", str(pipeline), "--dry-run", "--lora_r=8"]) == 0
     assert run_cli(train, ["--pipeline", str(pipeline), "--lora_rr=8"]) == 1
     assert (tmp_path / "out/recipe.yaml").read_text() == "the finished run's recipe\n"
-    assert not list((tmp_path / "out").glob(".recipe*"))
+    assert not list((tmp_path / "out").glob(".recipe*")) and (tmp_path / "out/recipe.dry-run.yaml").exists()
 
 
 def test_predict_without_a_model_says_to_merge_or_pass_one(tmp_path, capsys, base_model_dir) -> None:

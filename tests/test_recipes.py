@@ -144,7 +144,7 @@ def test_new_data_under_the_same_path_gets_a_new_tokenized_cache(tmp_path: Path)
 def test_the_tracking_switch_turns_on_tensorboard_and_nothing_else(tmp_path: Path, sample_records, tiny_gemma3) -> None:
     project = Project(tmp_path, *write_project(tmp_path, sample_records[:40], tiny_gemma3))
     make("train", *project.make_args(), "TENSORBOARD=1", "TRAIN_ARGS=--dry-run")
-    effective = yaml.safe_load((project.output_dir / "recipe.yaml").read_text())
+    effective = yaml.safe_load((project.output_dir / "recipe.dry-run.yaml").read_text())
     assert effective["use_tensorboard"] is True
     assert not any(effective.get(key) for key in ("use_wandb", "use_mlflow", "wandb_project", "use_comet"))
 

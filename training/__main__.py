@@ -31,6 +31,9 @@ from contract.state import NON_FINITE_REPORT, STATE
 from training.recipe_check import check
 from training.recipes import data_fingerprint, effective_recipe, load_recipe, parse_overrides
 
+# Where --dry-run leaves the effective recipe it checked: never recipe.yaml, which is a real run's record.
+DRY_RUN_RECIPE = "recipe.dry-run.yaml"
+
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -91,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_stage_arguments(parser)
     parser.add_argument("--num-processes", type=int, default=1, help="data-parallel processes (GPUs, or CPU ranks)")
-    parser.add_argument("--dry-run", action="store_true", help="write and check the effective recipe, do not train")
+    parser.add_argument("--dry-run", action="store_true",
+                        help=f"write the effective recipe as <output_dir>/{DRY_RUN_RECIPE}, check it, do not train")
     parser.add_argument("--preprocess-only", action="store_true",
                         help="only Axolotl's tokenization and label masking (`axolotl preprocess`), to inspect it")
     args, rest = parser.parse_known_args(argv)
@@ -110,12 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"{'' if on_gpu else ' + CPU settings'}\n" + yaml.safe_dump(recipe, sort_keys=False))
     problems = [problem.replace(str(candidate), shown(recipe_file)).replace(shown(candidate), shown(recipe_file))
                 for problem in check(candidate)]
-    if problems or args.dry_run:
-        candidate.unlink()
     if problems:
+        candidate.unlink()
         raise UserError("the recipe has problems:\n  " + "\n  ".join(problems))
     if args.dry_run:
-        print(f"ok: the effective recipe of {base_recipe} + {rest or 'no overrides'}")
+        candidate.replace(output_dir / DRY_RUN_RECIPE)
+        print(f"ok: {shown(output_dir / DRY_RUN_RECIPE)}")
         return 0
     candidate.replace(recipe_file)
     if args.preprocess_only:
