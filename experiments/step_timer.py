@@ -110,13 +110,16 @@ class SyncTrace:
 class StepTimer(TrainerCallback):
     def __init__(self, out: Path | None = None, warmup: int = WARMUP_STEPS, profile: Path | None = None,
                  memory: Callable[[], tuple[int, int]] | None = None, syncs: Path | None = None) -> None:
-        """`memory`: (peak allocated, peak reserved) bytes so far; torch's CUDA peaks by default."""
+        """`memory`: (peak allocated, peak reserved) bytes so far; by default torch's CUDA peaks (gpu_watch's, where it
+        is installed)."""
         self.out, self.warmup, self.profile_out, self.syncs_out = out, warmup, profile, syncs
         self.sync_trace: SyncTrace | None = None
         self.marks: list[tuple[float, int]] = []  # (time, tokens seen) at the end of each step
         self.examples_per_step = 1
         self.profiler: Any = None
-        self.memory = memory or (cuda_peaks if torch.cuda.is_available() else None)
+        self.memory = memory or (load_peaks if torch.cuda.is_available() else None)
+        # the steps' peaks are torch's since the start of training (an injected reader resets nothing)
+        self.reset = torch.cuda.reset_peak_memory_stats if memory is None and torch.cuda.is_available() else None
         self.peaks = (0, 0)
         self.load_peaks = (0, 0)
 
@@ -126,8 +129,9 @@ class StepTimer(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.memory:  # what loading took; the steps' peaks start from here
-            self.load_peaks = load_peaks()
-            torch.cuda.reset_peak_memory_stats()
+            self.load_peaks = self.memory()
+            if self.reset is not None:
+                self.reset()
         # The Trainer counts tokens only when asked; padding would flatter a recipe that pads more.
         args.include_num_input_tokens_seen = "non_padding"
         self.examples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps

@@ -121,8 +121,10 @@ def test_the_step_timer_keeps_the_whole_runs_peak_although_axolotl_resets_torchs
     from experiments.step_timer import StepTimer
 
     gib = 2**30
-    # torch's peaks as read after each step: loading + step 1, then each log's reset leaves only the step since.
-    readings = iter([(10 * gib, 12 * gib), (5 * gib, 6 * gib), (7 * gib, 7 * gib), (5 * gib, 6 * gib)])
+    # the peaks at the start of training (the model's loading), then after each step: step 1, then each log's reset
+    # leaves only the step since; the last reading is at the end of training.
+    readings = iter([(3 * gib, 4 * gib), (10 * gib, 12 * gib), (5 * gib, 6 * gib), (7 * gib, 7 * gib),
+                     (5 * gib, 6 * gib)])
     timer = StepTimer(warmup=0, memory=lambda: next(readings))
     args = SimpleNamespace(per_device_train_batch_size=2, gradient_accumulation_steps=1)
     state = SimpleNamespace(max_steps=3, global_step=0, num_input_tokens_seen=0)
@@ -133,6 +135,8 @@ def test_the_step_timer_keeps_the_whole_runs_peak_although_axolotl_resets_torchs
     timer.on_train_end(args, state, None)
     summary = timer.summary()
     assert (summary["peak_allocated_gib"], summary["peak_reserved_gib"]) == (10.0, 12.0)
+    assert (summary["load_peak_allocated_gib"], summary["load_peak_reserved_gib"]) == (3.0, 4.0)
+    assert summary["step_peak_reserved_gib"] == 12.0
     assert summary["tokens"] == 200 and summary["measured_steps"] == 2
 
 
@@ -156,7 +160,7 @@ def test_a_sync_trace_counts_synchronizing_operations_by_their_caller_and_lets_o
     traced = trace.stop()
     assert traced["syncs_in_one_step"] == 3
     (stack, count), = traced["by_stack"].items()
-    assert count == 3 and stack.startswith("tests/test_bench.py:") and "gather_positions" in stack
+    assert count == 3 and stack.startswith("tests/test_experiments.py:") and "gather_positions" in stack
     assert shown == ["unrelated"]
 
 
