@@ -135,6 +135,14 @@ class PipelineConfig(Section):
         """What every output records of how it was made."""
         return self.model_dump(mode="json", by_alias=True)
 
+    def as_settings(self) -> dict[str, Any]:
+        """The settings with every path absolute: a pipeline.yaml written anywhere else reads the same files."""
+        settings = self.as_record()
+        for key in ("recipe", "raw_data", "schema", "system_prompt"):
+            settings[key] = str(self.locate(settings[key]))
+        settings["eval"]["reports_dir"] = str(self.locate(settings["eval"]["reports_dir"]))
+        return settings
+
 
 def _section_of(key: str) -> str | None:
     """The section of pipeline.yaml that has `key` (eval's decoding settings moved to `decoding:`)."""

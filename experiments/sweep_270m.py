@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from tabulate import tabulate
 
-from contract.config import OFFLINE_ENV, REPO_ROOT, resolve
+from contract.config import OFFLINE_ENV, REPO_ROOT, load_config, resolve
 from contract.rows import read_rows
 from contract.schema import resolve_pointer
 from preprocess.split import stratified_split
@@ -73,12 +73,12 @@ def experiment_recipe(base: dict, common: dict, experiment: Experiment, workdir:
 
 
 def experiment_pipeline(spec: dict, experiment: Experiment, workdir: Path, recipe_file: Path) -> dict:
-    settings = yaml.safe_load(resolve(spec["pipeline"]).read_text())
+    settings = load_config(resolve(spec["pipeline"])).as_settings()  # paths absolute: the copy lives in workdir
     if experiment.system_prompt:
-        settings["system_prompt"] = experiment.system_prompt
+        settings["system_prompt"] = str(resolve(experiment.system_prompt))
         settings["allow_prompt_without_schema"] = True
     if experiment.schema_order:
-        schema = json.loads(resolve(settings["schema"]).read_text())
+        schema = json.loads(Path(settings["schema"]).read_text())
         schema["properties"] = {key: schema["properties"][key] for key in experiment.schema_order}
         (workdir / "schema.json").write_text(json.dumps(schema, indent=2))
         settings["schema"] = str(workdir / "schema.json")

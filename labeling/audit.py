@@ -1,7 +1,7 @@
 """Which labels in raw_data.json are likely wrong, by cross-validation: k models, each trained by `python -m training`
 on the other folds, judge the records they never saw.
 
-    python -m labeling.audit [--folds 5] [--max-steps N] [--out reports/audit]
+    python -m labeling.audit [--folds 5] [--parallel 1] [--max-steps N] [--out reports/audit]
 
 - Closed label sets (`enum` fields at the top of the answer, e.g. scenario and intent): for each held-out record, the
   model's probability of every label value (the whole answer with that value, teacher-forced), then confident
@@ -25,6 +25,7 @@ import sys
 import warnings
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -91,23 +92,22 @@ def list_disagreements(given: list[dict], model: list[dict]) -> list[tuple[str, 
     return found
 
 
-def train_fold(config: PipelineConfig, pipeline: Path, records: list[dict], held: set[int], workdir: Path,
-               schema: dict, prompt: str, max_steps: int | None) -> Recipe:
-    """The recipe trained on the records outside `held` (a subprocess of `python -m training`, as `make train`)."""
+def train_fold(config: PipelineConfig, pipeline: Path, train: Sequence[dict], held_out: Sequence[dict],
+               workdir: Path, schema: dict, prompt: str, overrides: dict[str, Any] | None = None) -> Recipe:
+    """The recipe (with `overrides`) trained on `train` in `workdir`, `held_out` as its eval file: a subprocess of
+    `python -m training`, as `make train` runs it."""
     (workdir / "data").mkdir(parents=True, exist_ok=True)
-    for name, part in (("train", [r for i, r in enumerate(records) if i not in held]),
-                       ("eval", [r for i, r in enumerate(records) if i in held])):
+    for name, part in (("train", train), ("eval", held_out)):
         rows = [training_row(r["query"], answer_text(r["data"], schema), prompt) for r in part]
         write_text_atomic(workdir / "data" / f"{name}.jsonl", jsonl(rows))
     recipe_file = workdir / "recipe.yaml"
-    recipe = recipe_variant(load_recipe(config.path("recipe")), {"evals_per_epoch": 0, "saves_per_epoch": 0},
-                            workdir)
+    recipe = recipe_variant(load_recipe(config.path("recipe")),
+                            {"evals_per_epoch": 0, "saves_per_epoch": 0, **(overrides or {})}, workdir)
     recipe_file.write_text(yaml.safe_dump(recipe, sort_keys=False))
     command = [sys.executable, "-m", "training", "--pipeline", str(pipeline), "--config", str(recipe_file)]
-    if max_steps:
-        command.append(f"--max_steps={max_steps}")
-    if subprocess.run(command).returncode != 0:
-        raise UserError(f"training fold {workdir.name} failed (its log is above)")
+    with (workdir / "train.log").open("w") as log:  # several folds may train at once: each keeps its own log
+        if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+            raise UserError(f"training {shown(workdir)} failed: {shown(workdir / 'train.log')}")
     return Recipe.load(recipe_file)
 
 
@@ -147,6 +147,30 @@ def judge_fold(recipe: Recipe, records: list[dict], held: Sequence[int], schema:
     return probabilities, issues
 
 
+def confident_learning_issues(records: Sequence[dict], probabilities: dict[str, dict[int, list[float]]],
+                              schema: dict) -> list[dict]:
+    """The records whose given label (of each closed label set) cleanlab finds likely wrong, from out-of-fold
+    probabilities by field and position."""
+    issues = []
+    for pointer, values in label_fields(schema).items():
+        rows = probabilities.get(pointer, {})
+        positions = sorted(rows)
+        given = [values.index(resolve_pointer(records[p]["data"], pointer)) for p in positions]
+        matrix = np.array([rows[p] for p in positions])
+        for rank in label_issues(given, matrix):
+            p = positions[rank]
+            issues.append({"index": p, "field": pointer.strip("/"), "kind": "label",
+                           "given": values[given[rank]], "model": values[int(matrix[rank].argmax())],
+                           "confidence": round(float(matrix[rank].max()), 4),
+                           "given_probability": round(float(matrix[rank][given[rank]]), 4)})
+    return issues
+
+
+def flagged_records(issues: Sequence[dict]) -> list[int]:
+    """Record indexes in the order to check them: by their most confident issue."""
+    return list(dict.fromkeys(row["index"] for row in sorted(issues, key=lambda r: (-r["confidence"], r["index"]))))
+
+
 def resolve_or_empty(data: Any, pointer: str) -> list:
     try:
         value = resolve_pointer(data, pointer)
@@ -160,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_stage_arguments(parser, "decoding")
     parser.add_argument("--folds", type=int, default=5, help="k: each record is judged by a model trained without it")
     parser.add_argument("--max-steps", type=int, help="cap each fold's training (a CPU: 60)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="folds training at once (a small model leaves most of a GPU idle; 1 for a large one)")
     parser.add_argument("--out", type=Path, default=Path("reports/audit"), help="label_issues.jsonl goes here")
     args = parser.parse_args(argv)
     if args.folds < 2:
@@ -179,30 +205,28 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{shown(config.path('recipe'))}", flush=True)
     probabilities: dict[str, dict[int, list[float]]] = {}
     issues: list[dict] = []
-    for k, held in enumerate(folds(labels, args.folds, config.seed)):
-        recipe = train_fold(config, args.pipeline.absolute(), records, set(held), out / f"fold-{k}", schema, prompt,
-                            args.max_steps)
-        fold_probabilities, fold_issues = judge_fold(recipe, records, held, schema, prompt, config)
-        for pointer, rows in fold_probabilities.items():
-            probabilities.setdefault(pointer, {}).update(rows)
-        issues += fold_issues
-    for pointer, values in label_fields(schema).items():
-        rows = probabilities.get(pointer, {})
-        positions = sorted(rows)
-        given = [values.index(resolve_pointer(records[p]["data"], pointer)) for p in positions]
-        matrix = np.array([rows[p] for p in positions])
-        for rank in label_issues(given, matrix):
-            p = positions[rank]
-            issues.append({"index": p, "field": pointer.strip("/"), "kind": "label",
-                           "given": values[given[rank]], "model": values[int(matrix[rank].argmax())],
-                           "confidence": round(float(matrix[rank].max()), 4),
-                           "given_probability": round(float(matrix[rank][given[rank]]), 4)})
+    held_out = folds(labels, args.folds, config.seed)
+    overrides = {"max_steps": args.max_steps} if args.max_steps else {}
+
+    def train(k: int) -> Recipe:
+        held = set(held_out[k])
+        print(f"fold {k}: training, log in {shown(out / f'fold-{k}' / 'train.log')}", flush=True)
+        return train_fold(config, args.pipeline.absolute(), [r for i, r in enumerate(records) if i not in held],
+                          [records[i] for i in held_out[k]], out / f"fold-{k}", schema, prompt, overrides)
+
+    with ThreadPoolExecutor(max(1, args.parallel)) as pool:
+        for k, recipe in enumerate(pool.map(train, range(args.folds))):  # each fold judged once it has trained
+            fold_probabilities, fold_issues = judge_fold(recipe, records, held_out[k], schema, prompt, config)
+            for pointer, rows in fold_probabilities.items():
+                probabilities.setdefault(pointer, {}).update(rows)
+            issues += fold_issues
+    issues += confident_learning_issues(records, probabilities, schema)
     for issue in issues:
         issue["index"] = index[issue["index"]]  # the record's position in raw_data.json
     issues.sort(key=lambda row: (-row["confidence"], row["index"], row["field"]))
     write_text_atomic(out / "label_issues.jsonl", jsonl(issues))
     summary = {"records": len(records), "folds": args.folds, "max_steps": args.max_steps,
-               "issues": len(issues), "records_flagged": len({row["index"] for row in issues}),
+               "issues": len(issues), "records_flagged": len(flagged_records(issues)),
                "by_field_and_kind": dict(Counter(f"{row['field']}/{row['kind']}" for row in issues)),
                "config": config.as_record()}
     write_json_atomic(out / "summary.json", summary)
