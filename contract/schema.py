@@ -183,6 +183,28 @@ def copy_from_query_pointers(root: dict) -> list[str]:
     return marked
 
 
+def values_at(document: Any, pointer: str) -> list[tuple[str, Any]]:
+    """(concrete pointer, value) for a pointer whose `*` parts stand for every item of an array."""
+    found = [("", document)]
+    for part in pointer.split("/")[1:]:
+        step = []
+        for at, value in found:
+            if part == "*" and isinstance(value, list):
+                step += [(f"{at}/{i}", item) for i, item in enumerate(value)]
+            elif isinstance(value, dict) and part in value:
+                step.append((f"{at}/{part}", value[part]))
+        found = step
+    return found
+
+
+def ungrounded_values(query: str, data: Any, root: dict) -> list[tuple[str, str]]:
+    """(pointer, value) of each value marked x-copy-from-query that is not a run of the query's words: grounded
+    decoding can never write it (a case or spacing difference, "domino 's" for "domino's", a typo)."""
+    words = f" {' '.join(query.split())} "
+    return [(at, value) for pointer in copy_from_query_pointers(root) for at, value in values_at(data, pointer)
+            if isinstance(value, str) and f" {value} " not in words]
+
+
 def bounded_schema(schema: Any, max_string_chars: int, max_items: int) -> Any:
     """The schema with a length bound on every unbounded free string and array. Anything that satisfies it
     satisfies the original; without it a constrained model may write one string until the token budget

@@ -306,7 +306,7 @@ def plot(rows: Sequence[dict], reference: list[float], out: Path) -> None:
             axis.errorbar(xs, [m for m, _ in means], yerr=[h for _, h in means], marker="o", capsize=4, label=arm)
         if reference and key == "exact_match":
             axis.axhline(statistics.mean(reference), color="grey", linestyle="--",
-                         label=f"all {len(reference)} full-train runs' mean")
+                         label=f"full train split, mean of {len(reference)} runs")
         axis.set_xlabel("labeled training records")
         axis.set_ylabel(f"{label}, % on the eval split")
         axis.grid(alpha=0.3)

@@ -9,10 +9,14 @@ on the other folds, judge the records they never saw.
   the model finds unlikely against what it believes.
 - Extracted lists (e.g. entities): the held-out record's constrained answer against the given items: an item of the
   same value with another type, a value that overlaps a given one (a shifted span), an item the model does not find,
-  or one it finds that is not labeled; its confidence is how much more the model believes its answer than the given
-  one (a sigmoid of the log-probability difference).
-Writes <out>/label_issues.jsonl (record index, field, given value, the model's value, confidence, kind), most
-confident first, and summary.json. The cost is k trainings of the recipe: on a CPU, pass --folds 2 --max-steps 60.
+  or one it finds that is not labeled.
+- Values marked x-copy-from-query that are not words of their query (no model needed): grounded decoding can never
+  write them.
+Every issue has a margin: how many nats more the model believes its answer than the given one (the whole answer for
+lists, the label for label sets); confidence is the same as a probability. Writes <out>/label_issues.jsonl (record
+index, field, kind, given value, the model's value, confidence, margin): certain issues first, then by margin (on the
+sample, confidence is 1.0 for most disagreements and cannot order them), and summary.json. The cost is k trainings of
+the recipe: on a CPU, pass --folds 2 --max-steps 60.
 """
 
 from __future__ import annotations
@@ -39,7 +43,15 @@ from contract.outputs import jsonl, write_json_atomic, write_text_atomic
 from contract.prompt import answer_text, system_prompt
 from contract.records import load_records
 from contract.rows import training_row
-from contract.schema import canonical_answer, load_schema, properties, resolve_pointer, scored_fields, validator
+from contract.schema import (
+    canonical_answer,
+    load_schema,
+    properties,
+    resolve_pointer,
+    scored_fields,
+    ungrounded_values,
+    validator,
+)
 from evaluation.scoring import parse_prediction
 from inference.generate import Generator
 from inference.likelihood import answer_logprobs
@@ -113,17 +125,17 @@ def train_fold(config: PipelineConfig, pipeline: Path, train: Sequence[dict], he
 
 def judge_fold(recipe: Recipe, records: list[dict], held: Sequence[int], schema: dict, prompt: str,
                config: PipelineConfig) -> tuple[dict[str, dict[int, list[float]]], list[dict]]:
-    """Out-of-fold label probabilities by field and position, and the list-field disagreements."""
+    """Out-of-fold label log-probabilities by field and position, and the list-field disagreements."""
     model, tokenizer = load_model(recipe.base_model, recipe.output_dir, quantize=config.decoding.quantize)
-    probabilities: dict[str, dict[int, list[float]]] = {}
+    log_probabilities: dict[str, dict[int, list[float]]] = {}
     for pointer, values in label_fields(schema).items():
         key = pointer.strip("/")
         for i in held:
             data = records[i]["data"]
             candidates = [answer_text({**data, key: value}, schema) for value in values]
             scores = np.array(answer_logprobs(model, tokenizer, prompt, records[i]["query"], candidates))
-            probabilities.setdefault(pointer, {})[i] = (np.exp(scores - scores.max()) /
-                                                        np.exp(scores - scores.max()).sum()).tolist()
+            top = scores.max()
+            log_probabilities.setdefault(pointer, {})[i] = (scores - top - np.log(np.exp(scores - top).sum())).tolist()
     issues = []
     lists = list_fields(schema)
     if lists:
@@ -138,37 +150,55 @@ def judge_fold(recipe: Recipe, records: list[dict], held: Sequence[int], schema:
                 given = canonical_answer(records[i]["data"], schema)
                 belief = answer_logprobs(model, tokenizer, prompt, records[i]["query"],
                                          [answer.text, answer_text(given, schema)])
-                confidence = 1 / (1 + math.exp(belief[1] - belief[0]))
+                margin = belief[0] - belief[1]  # nats: how much more the model believes its answer
+                confidence = (1 + math.tanh(margin / 2)) / 2  # the sigmoid, without overflow at any margin
                 for pointer in lists:
                     for kind, given_item, model_item in list_disagreements(
                             resolve_or_empty(given, pointer), resolve_or_empty(parsed.value, pointer)):
                         issues.append({"index": i, "field": pointer.strip("/"), "kind": kind, "given": given_item,
-                                       "model": model_item, "confidence": round(confidence, 4)})
-    return probabilities, issues
+                                       "model": model_item, "confidence": round(confidence, 4),
+                                       "margin": round(margin, 3)})
+    return log_probabilities, issues
 
 
-def confident_learning_issues(records: Sequence[dict], probabilities: dict[str, dict[int, list[float]]],
+def confident_learning_issues(records: Sequence[dict], log_probabilities: dict[str, dict[int, list[float]]],
                               schema: dict) -> list[dict]:
     """The records whose given label (of each closed label set) cleanlab finds likely wrong, from out-of-fold
-    probabilities by field and position."""
+    log-probabilities by field and position."""
     issues = []
     for pointer, values in label_fields(schema).items():
-        rows = probabilities.get(pointer, {})
+        rows = log_probabilities.get(pointer, {})
         positions = sorted(rows)
         given = [values.index(resolve_pointer(records[p]["data"], pointer)) for p in positions]
-        matrix = np.array([rows[p] for p in positions])
+        logs = np.array([rows[p] for p in positions])
+        matrix = np.exp(logs)
         for rank in label_issues(given, matrix):
-            p = positions[rank]
+            p, best = positions[rank], int(logs[rank].argmax())
             issues.append({"index": p, "field": pointer.strip("/"), "kind": "label",
-                           "given": values[given[rank]], "model": values[int(matrix[rank].argmax())],
-                           "confidence": round(float(matrix[rank].max()), 4),
-                           "given_probability": round(float(matrix[rank][given[rank]]), 4)})
+                           "given": values[given[rank]], "model": values[best],
+                           "confidence": round(float(matrix[rank][best]), 4),
+                           "given_probability": round(float(matrix[rank][given[rank]]), 4),
+                           "margin": round(float(logs[rank][best] - logs[rank][given[rank]]), 3)})
     return issues
 
 
+def ungrounded_issues(records: Sequence[dict], schema: dict) -> list[dict]:
+    """Values marked x-copy-from-query that are not words of their query: certain, no model needed (grounded
+    decoding can never write them, so the record can never be matched exactly)."""
+    return [{"index": i, "field": at.strip("/"), "kind": "not-in-query", "given": value, "model": None,
+             "confidence": 1.0, "margin": None}
+            for i, r in enumerate(records) for at, value in ungrounded_values(r["query"], r["data"], schema)]
+
+
+def rank_key(issue: dict) -> tuple:
+    """Certain issues first, then by margin (how many nats more the model believes its value than the given one):
+    the confidence saturates at 1.0 for most disagreements and cannot order them."""
+    return (issue["margin"] is not None, -(issue["margin"] or 0.0), issue["index"], issue["field"])
+
+
 def flagged_records(issues: Sequence[dict]) -> list[int]:
-    """Record indexes in the order to check them: by their most confident issue."""
-    return list(dict.fromkeys(row["index"] for row in sorted(issues, key=lambda r: (-r["confidence"], r["index"]))))
+    """Record indexes in the order to check them: by their strongest issue."""
+    return list(dict.fromkeys(row["index"] for row in sorted(issues, key=rank_key)))
 
 
 def resolve_or_empty(data: Any, pointer: str) -> list:
@@ -203,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out.absolute()
     print(f"auditing {len(records)} records with {args.folds} folds: {args.folds} trainings of "
           f"{shown(config.path('recipe'))}", flush=True)
-    probabilities: dict[str, dict[int, list[float]]] = {}
+    log_probabilities: dict[str, dict[int, list[float]]] = {}
     issues: list[dict] = []
     held_out = folds(labels, args.folds, config.seed)
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
@@ -218,12 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k, recipe in enumerate(pool.map(train, range(args.folds))):  # each fold judged once it has trained
             fold_probabilities, fold_issues = judge_fold(recipe, records, held_out[k], schema, prompt, config)
             for pointer, rows in fold_probabilities.items():
-                probabilities.setdefault(pointer, {}).update(rows)
+                log_probabilities.setdefault(pointer, {}).update(rows)
             issues += fold_issues
-    issues += confident_learning_issues(records, probabilities, schema)
+    issues += confident_learning_issues(records, log_probabilities, schema) + ungrounded_issues(records, schema)
     for issue in issues:
         issue["index"] = index[issue["index"]]  # the record's position in raw_data.json
-    issues.sort(key=lambda row: (-row["confidence"], row["index"], row["field"]))
+    issues.sort(key=rank_key)
     write_text_atomic(out / "label_issues.jsonl", jsonl(issues))
     summary = {"records": len(records), "folds": args.folds, "max_steps": args.max_steps,
                "issues": len(issues), "records_flagged": len(flagged_records(issues)),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from contract.errors import run_cli
-from labeling.audit import label_issues, list_disagreements
+from labeling.audit import flagged_records, label_issues, list_disagreements, ungrounded_issues
 from labeling.suggest import diverse_order, new_queries
 from preprocess.checks import normalized
 from tests.conftest import Project, make, write_project
@@ -50,6 +50,27 @@ def test_list_items_that_disagree_are_named_by_kind() -> None:
              {"type": "person", "value": "anna"}]
     kinds = sorted(kind for kind, _, _ in list_disagreements(given, model))
     assert kinds == ["not-found-by-model", "not-labeled", "span", "type"]
+
+
+def test_records_are_checked_certain_issues_first_then_by_how_much_more_the_model_believes_its_answer() -> None:
+    issues = [{"index": 1, "field": "entities", "confidence": 1.0, "margin": 12.5},
+              {"index": 2, "field": "intent", "confidence": 1.0, "margin": 40.0},
+              {"index": 0, "field": "entities", "confidence": 0.9, "margin": 2.2},
+              {"index": 3, "field": "entities/0/value", "confidence": 1.0, "margin": None},
+              {"index": 2, "field": "entities", "confidence": 0.6, "margin": 0.4}]
+    assert flagged_records(issues) == [3, 2, 1, 0]  # saturated confidences are ordered by margin, not by index
+
+
+def test_values_that_grounded_decoding_cannot_write_are_certain_issues(schema) -> None:
+    records = [{"query": "do i have anything this saturday at four pm",
+                "data": {"scenario": "calendar", "intent": "calendar_query",
+                         "entities": [{"type": "date", "value": "Saturday"}, {"type": "time", "value": "four pm"}]}},
+               {"query": "is my order at domino's ready",
+                "data": {"scenario": "takeaway", "intent": "takeaway_query",
+                         "entities": [{"type": "business_name", "value": "domino 's"}]}}]
+    found = [(row["index"], row["field"], row["given"], row["kind"]) for row in ungrounded_issues(records, schema)]
+    assert found == [(0, "entities/0/value", "Saturday", "not-in-query"),
+                     (1, "entities/0/value", "domino 's", "not-in-query")]
 
 
 @pytest.fixture(scope="module")
