@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue #28's simulation on one GPU, unattended, after staging (../shared/device/README):
 #   setsid bash experiments/gpu_labeling.sh LOG_DIR &     # on the GPU machine, from the repo root
+#   SIM_ARGS="--seeds" setsid bash experiments/gpu_labeling.sh LOG_DIR &   # the audits alone (~10 min on an H200)
 # LOG_DIR gets session.log and sim/ (results.json, audit-*.json, logs/); then, here:
 #   python -m experiments.labeling_sim report LOG_DIR/sim --reference experiments/results/270m-quality/final-eval.json
 set -uo pipefail

@@ -342,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--pipeline", type=Path, default=REPO_ROOT / "pipeline.yaml")
     sim.add_argument("--train", type=Path, default=REPO_ROOT / "data/processed/train.jsonl")
     sim.add_argument("--eval", type=Path, default=REPO_ROOT / "data/processed/eval.jsonl")
-    sim.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 1])
+    sim.add_argument("--seeds", type=int, nargs="*", default=[42, 7, 1],
+                     help="seeds of the active-vs-random part; none (`--seeds`) runs the audits alone")
     sim.add_argument("--start", type=int, default=500)
     sim.add_argument("--step", type=int, default=500)
     sim.add_argument("--rounds", type=int, default=2)
