@@ -42,6 +42,17 @@ def test_sample_becomes_train_and_eval_chat_jsonl(tmp_path, sample_records, base
     assert stats["inputs"]["raw_data"]["sha256"] and stats["config"]["main_label"] == "/intent"
 
 
+def test_values_grounded_decoding_cannot_write_are_noted_not_rejected(tmp_path, capsys, base_model_dir) -> None:
+    cased = {"query": "do i have anything this saturday", "data": {
+        "scenario": "calendar", "intent": "calendar_query", "entities": [{"type": "date", "value": "Saturday"}]}}
+    status, out = run(tmp_path, [GOOD, {**GOOD, "query": "wake me up at seven am please"}, cased,
+                                 {**cased, "query": "anything on this saturday"}], base_model_dir)
+    assert status == 0 and "note: 2 values marked x-copy-from-query are not words of their query (first: record 2 " \
+        "/entities/0/value 'Saturday')" in capsys.readouterr().out
+    assert [(v["index"], v["value"]) for v in json.loads((out / "stats.json").read_text())["ungrounded_values"]] == \
+        [(2, "Saturday"), (3, "Saturday")]
+
+
 def test_same_input_and_seed_give_byte_identical_files(tmp_path, sample_records, base_model_dir) -> None:
     outputs = []
     for attempt in ("a", "b"):
