@@ -218,6 +218,7 @@ class Sim:
         self.command(name, args)
         issues = [json.loads(line) for line in (workdir / "audit/label_issues.jsonl").read_text().splitlines()]
         shutil.copy(workdir / "audit/label_issues.jsonl", self.out / f"{name}-issues.jsonl")
+        shutil.copy(workdir / "audit/out_of_fold.jsonl", self.out / f"{name}-out-of-fold.jsonl")
         result: dict[str, Any] = {"command": " ".join(args), "records": len(records or []),
                                   "summary": json.loads((workdir / "audit/summary.json").read_text())}
         if corrupted:
@@ -242,14 +243,11 @@ def run(args: argparse.Namespace) -> int:
             failures.append(f"{name}: {err!r}")
             print(f"{name}: FAILED {err!r}", flush=True)
 
-    def audits() -> None:
-        guarded("audit-corrupted", lambda: sim.audit("audit-corrupted", records, corrupted))
-        if args.clean_audit:
-            guarded("audit-clean", lambda: sim.audit("audit-clean", None, {}))
-
-    workers = len(args.seeds) * (args.rounds + 1) + 1
+    audits = [("audit-corrupted", records, corrupted)] if args.corrupt else []
+    audits += [("audit-clean", None, {})] if args.clean_audit else []
+    workers = len(args.seeds) * (args.rounds + 1) + len(audits)
     with ThreadPoolExecutor(workers) as pool:
-        jobs = [pool.submit(audits)] if args.corrupt else []
+        jobs = [pool.submit(guarded, name, lambda a=(name, part, bad): sim.audit(*a)) for name, part, bad in audits]
         jobs += [pool.submit(guarded, f"seed {s}", lambda s=s: sim.seed(s, pool)) for s in args.seeds]
         for job in jobs:
             job.result()

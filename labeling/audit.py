@@ -15,8 +15,9 @@ on the other folds, judge the records they never saw.
 Every issue has a margin: how many nats more the model believes its answer than the given one (the whole answer for
 lists, the label for label sets); confidence is the same as a probability. Writes <out>/label_issues.jsonl (record
 index, field, kind, given value, the model's value, confidence, margin): certain issues first, then by margin (on the
-sample, confidence is 1.0 for most disagreements and cannot order them), and summary.json. The cost is k trainings of
-the recipe: on a CPU, pass --folds 2 --max-steps 60.
+sample, confidence is 1.0 for most disagreements and cannot order them), out_of_fold.jsonl (each record's held-out
+answer, margin and label log-probabilities: another ranking can be tried without retraining) and summary.json. The
+cost is k trainings of the recipe: on a CPU, pass --folds 2 --max-steps 60.
 """
 
 from __future__ import annotations
@@ -124,8 +125,9 @@ def train_fold(config: PipelineConfig, pipeline: Path, train: Sequence[dict], he
 
 
 def judge_fold(recipe: Recipe, records: list[dict], held: Sequence[int], schema: dict, prompt: str,
-               config: PipelineConfig) -> tuple[dict[str, dict[int, list[float]]], list[dict]]:
-    """Out-of-fold label log-probabilities by field and position, and the list-field disagreements."""
+               config: PipelineConfig) -> tuple[dict[str, dict[int, list[float]]], list[dict], dict[int, dict]]:
+    """Out-of-fold label log-probabilities by field and position, the list-field disagreements, and by position the
+    model's answer and margin."""
     model, tokenizer = load_model(recipe.base_model, recipe.output_dir, quantize=config.decoding.quantize)
     log_probabilities: dict[str, dict[int, list[float]]] = {}
     for pointer, values in label_fields(schema).items():
@@ -136,15 +138,17 @@ def judge_fold(recipe: Recipe, records: list[dict], held: Sequence[int], schema:
             scores = np.array(answer_logprobs(model, tokenizer, prompt, records[i]["query"], candidates))
             top = scores.max()
             log_probabilities.setdefault(pointer, {})[i] = (scores - top - np.log(np.exp(scores - top).sum())).tolist()
-    issues = []
+    issues: list[dict] = []
+    answers: dict[int, dict] = {}  # by position
     lists = list_fields(schema)
     if lists:
         generator = Generator.build(model, tokenizer, prompt, schema, True, config.decoding)
         queries = [records[i]["query"] for i in held]
         check = validator(schema)
-        for positions, answers in generator.answer(queries, config.decoding.batch_size):
-            for position, answer in zip(positions, answers, strict=True):
+        for positions, batch in generator.answer(queries, config.decoding.batch_size):
+            for position, answer in zip(positions, batch, strict=True):
                 i, parsed = held[position], parse_prediction(answer.text, check)
+                answers[i] = {"answer": answer.text, "conforms": parsed.conforms}
                 if not parsed.conforms:
                     continue
                 given = canonical_answer(records[i]["data"], schema)
@@ -152,13 +156,27 @@ def judge_fold(recipe: Recipe, records: list[dict], held: Sequence[int], schema:
                                          [answer.text, answer_text(given, schema)])
                 margin = belief[0] - belief[1]  # nats: how much more the model believes its answer
                 confidence = (1 + math.tanh(margin / 2)) / 2  # the sigmoid, without overflow at any margin
+                answers[i]["margin"] = round(margin, 3)
                 for pointer in lists:
                     for kind, given_item, model_item in list_disagreements(
                             resolve_or_empty(given, pointer), resolve_or_empty(parsed.value, pointer)):
                         issues.append({"index": i, "field": pointer.strip("/"), "kind": kind, "given": given_item,
                                        "model": model_item, "confidence": round(confidence, 4),
                                        "margin": round(margin, 3)})
-    return log_probabilities, issues
+    return log_probabilities, issues, answers
+
+
+def out_of_fold_rows(index: Sequence[int], log_probabilities: dict[str, dict[int, list[float]]],
+                     answers: dict[int, dict], schema: dict) -> list[dict]:
+    """One row per judged record (its raw_data.json position): the held-out model's answer, its margin over the
+    given answer and its log-probability of every label value. What any ranking needs, without k new trainings."""
+    labels = label_fields(schema)
+    rows = []
+    for position in sorted(set(answers) | {p for rows in log_probabilities.values() for p in rows}):
+        logs = {pointer.strip("/"): dict(zip(labels[pointer], (round(x, 3) for x in by[position]), strict=True))
+                for pointer, by in log_probabilities.items() if position in by}
+        rows.append({"index": index[position], **answers.get(position, {}), "label_log_probabilities": logs})
+    return rows
 
 
 def confident_learning_issues(records: Sequence[dict], log_probabilities: dict[str, dict[int, list[float]]],
@@ -235,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{shown(config.path('recipe'))}", flush=True)
     log_probabilities: dict[str, dict[int, list[float]]] = {}
     issues: list[dict] = []
+    answers: dict[int, dict] = {}
     held_out = folds(labels, args.folds, config.seed)
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
 
@@ -246,15 +265,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with ThreadPoolExecutor(max(1, args.parallel)) as pool:
         for k, recipe in enumerate(pool.map(train, range(args.folds))):  # each fold judged once it has trained
-            fold_probabilities, fold_issues = judge_fold(recipe, records, held_out[k], schema, prompt, config)
+            fold_probabilities, fold_issues, fold_answers = judge_fold(recipe, records, held_out[k], schema, prompt,
+                                                                       config)
             for pointer, rows in fold_probabilities.items():
                 log_probabilities.setdefault(pointer, {}).update(rows)
             issues += fold_issues
+            answers |= fold_answers
     issues += confident_learning_issues(records, log_probabilities, schema) + ungrounded_issues(records, schema)
     for issue in issues:
         issue["index"] = index[issue["index"]]  # the record's position in raw_data.json
     issues.sort(key=rank_key)
     write_text_atomic(out / "label_issues.jsonl", jsonl(issues))
+    write_text_atomic(out / "out_of_fold.jsonl", jsonl(out_of_fold_rows(index, log_probabilities, answers, schema)))
     summary = {"records": len(records), "folds": args.folds, "max_steps": args.max_steps,
                "issues": len(issues), "records_flagged": len(flagged_records(issues)),
                "by_field_and_kind": dict(Counter(f"{row['field']}/{row['kind']}" for row in issues)),

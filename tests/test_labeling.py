@@ -112,3 +112,6 @@ def test_audit_judges_every_record_with_a_model_that_never_saw_it(labeled: Proje
         assert len(train) + len(held) == 24 and not set(train) & set(held)
     issues = [json.loads(line) for line in (labeled.root / "audit/label_issues.jsonl").read_text().splitlines()]
     assert all({"index", "field", "given", "model", "confidence", "kind"} <= set(row) for row in issues)
+    judged = [json.loads(line) for line in (labeled.root / "audit/out_of_fold.jsonl").read_text().splitlines()]
+    assert [row["index"] for row in judged] == list(range(24))
+    assert all(len(row["label_log_probabilities"]["intent"]) > 1 and "answer" in row for row in judged)
