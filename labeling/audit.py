@@ -172,7 +172,7 @@ def out_of_fold_rows(index: Sequence[int], log_probabilities: dict[str, dict[int
     given answer and its log-probability of every label value. What any ranking needs, without k new trainings."""
     labels = label_fields(schema)
     rows = []
-    for position in sorted(set(answers) | {p for rows in log_probabilities.values() for p in rows}):
+    for position in sorted(set(answers) | {p for by in log_probabilities.values() for p in by}):
         logs = {pointer.strip("/"): dict(zip(labels[pointer], (round(x, 3) for x in by[position]), strict=True))
                 for pointer, by in log_probabilities.items() if position in by}
         rows.append({"index": index[position], **answers.get(position, {}), "label_log_probabilities": logs})
