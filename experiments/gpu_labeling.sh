@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue #28's simulation on one GPU, unattended, after staging (../shared/device/README):
-#   setsid bash experiments/gpu_labeling.sh LOG_DIR &     # on the GPU machine, from the repo root
-#   SIM_ARGS="--seeds" setsid bash experiments/gpu_labeling.sh LOG_DIR &   # the audits alone (~10 min on an H200)
+#   setsid bash experiments/gpu_labeling.sh LOG_DIR &     # on the GPU machine, from the repo root: everything
+#   SIM_ARGS="--seeds" setsid bash experiments/gpu_labeling.sh LOG_DIR &   # the corrupted audit alone (~12 min on an H200)
 # LOG_DIR gets session.log and sim/ (results.json, audit-*.json, logs/); then, here:
 #   python -m experiments.labeling_sim report LOG_DIR/sim --reference experiments/results/270m-quality/final-eval.json
 set -uo pipefail
@@ -15,7 +15,7 @@ export PY=${PY:-python3} PYTHONUNBUFFERED=1
   # The staging installs without bytecode and the machine sets PYTHONDONTWRITEBYTECODE: compile once, as pip would.
   "$PY" -m compileall -q -j 0 contract preprocess training inference merge evaluation labeling experiments \
     $("$PY" -c 'import sys; print(" ".join(p for p in sys.path if "-packages" in p or p.startswith("/tmp/site")))')
-  make base-model data PY="$PY" && "$PY" -m experiments.labeling_sim run --out "$LOG/sim" --clean-audit ${SIM_ARGS:-}
+  make base-model data PY="$PY" && "$PY" -m experiments.labeling_sim run --out "$LOG/sim" ${SIM_ARGS:---clean-audit}
   echo "exit $?"
   date +%T
 } > "$LOG/session.log" 2>&1
