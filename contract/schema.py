@@ -8,6 +8,7 @@ validators ignore unknown keywords, and grounded decoding (evaluation/constraint
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +204,19 @@ def ungrounded_values(query: str, data: Any, root: dict) -> list[tuple[str, str]
     words = f" {' '.join(query.split())} "
     return [(at, value) for pointer in copy_from_query_pointers(root) for at, value in values_at(data, pointer)
             if isinstance(value, str) and f" {value} " not in words]
+
+
+def _loose(text: str) -> str:
+    return re.sub(r"\s+(?=')", "", " ".join(text.lower().split()))
+
+
+def query_span(query: str, value: str) -> str | None:
+    """The run of the query's words that `value` names once case and the space before an apostrophe are ignored
+    (the two ways a tokenized source writes a span: "domino 's" is "domino's", "Saturday" is "saturday"); None
+    when there is none (a typo, a paraphrase): then only a person can say what the value should be."""
+    words, wanted = query.split(), _loose(value)
+    return next((" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)
+                 if _loose(" ".join(words[i:j])) == wanted), None)
 
 
 def bounded_schema(schema: Any, max_string_chars: int, max_items: int) -> Any:

@@ -14,7 +14,8 @@ on the other folds, judge the records they never saw.
   write them.
 Every issue has a margin: how many nats more the model believes its answer than the given one (the whole answer for
 lists, the label for label sets); confidence is the same as a probability. Writes <out>/label_issues.jsonl (record
-index, field, kind, given value, the model's value, confidence, margin): certain issues first, then by margin (on the
+index, field, kind, given value, the model's value, confidence, margin; for a value not in its query, the query's
+words it differs from only in case or spacing, as `fix`): certain issues first, then by margin (on the
 sample, confidence is 1.0 for most disagreements and cannot order them), out_of_fold.jsonl (each record's held-out
 answer, margin and label log-probabilities: another ranking can be tried without retraining) and summary.json. The
 cost is k trainings of the recipe: on a CPU, pass --folds 2 --max-steps 60.
@@ -48,6 +49,7 @@ from contract.schema import (
     canonical_answer,
     load_schema,
     properties,
+    query_span,
     resolve_pointer,
     scored_fields,
     ungrounded_values,
@@ -202,9 +204,10 @@ def confident_learning_issues(records: Sequence[dict], log_probabilities: dict[s
 
 def ungrounded_issues(records: Sequence[dict], schema: dict) -> list[dict]:
     """Values marked x-copy-from-query that are not words of their query: certain, no model needed (grounded
-    decoding can never write them, so the record can never be matched exactly)."""
+    decoding can never write them, so the record can never be matched exactly). `fix` is the query's own words
+    for the value where only case or spacing differ."""
     return [{"index": i, "field": at.strip("/"), "kind": "not-in-query", "given": value, "model": None,
-             "confidence": 1.0, "margin": None}
+             "fix": query_span(r["query"], value), "confidence": 1.0, "margin": None}
             for i, r in enumerate(records) for at, value in ungrounded_values(r["query"], r["data"], schema)]
 
 

@@ -28,7 +28,7 @@ from contract.outputs import replaced_directory
 from contract.prompt import answer_text, control_tokens, control_tokens_in, prompt_messages, system_prompt
 from contract.records import NonFinite, load_records
 from contract.rows import training_row
-from contract.schema import load_schema, resolve_pointer, scored_fields, ungrounded_values, validator
+from contract.schema import load_schema, query_span, resolve_pointer, scored_fields, ungrounded_values, validator
 from contract.tokenizer import load_tokenizer
 from preprocess.checks import check_records
 from preprocess.split import stratified_split
@@ -155,8 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   ensure_ascii=False) + "\n" for r in chosen)
 
     # Not an error (the record is valid), but a label grounded decoding can never reproduce: said, and kept in stats.
-    ungrounded = [{"index": i, "pointer": at, "value": value} for i in good
-                  for at, value in ungrounded_values(records[i]["query"], records[i]["data"], schema)]
+    ungrounded = [{"index": i, "pointer": at, "value": value, "fix": query_span(records[i]["query"], value)}
+                  for i in good for at, value in ungrounded_values(records[i]["query"], records[i]["data"], schema)]
     stats = {
         **split_stats(labels, train, evaluation, [lengths[i] for i in good], len(bad)),
         "ungrounded_values": ungrounded,
@@ -189,10 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(stats['labels'])} classes of {config.main_label}; train-only (one example): "
           f"{stats['train_only_labels'] or 'none'}; details in {shown(data_dir / STATS)}")
     if ungrounded:
-        first = ungrounded[0]
+        first, fixable = ungrounded[0], sum(v["fix"] is not None for v in ungrounded)
         print(f"note: {len(ungrounded)} values marked x-copy-from-query are not words of their query (first: record "
               f"{first['index']} {first['pointer']} {first['value']!r}): grounded decoding cannot write them; "
-              f"they are listed in {shown(data_dir / STATS)} and by `make audit`")
+              f"{fixable} differ from the query only in case or spacing; all are listed in {shown(data_dir / STATS)} "
+              f"and by `make audit`, those {fixable} with the query's own words as `fix`")
     return 0
 
 

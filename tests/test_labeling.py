@@ -61,16 +61,21 @@ def test_records_are_checked_certain_issues_first_then_by_how_much_more_the_mode
     assert flagged_records(issues) == [3, 2, 1, 0]  # saturated confidences are ordered by margin, not by index
 
 
-def test_values_that_grounded_decoding_cannot_write_are_certain_issues(schema) -> None:
+def test_values_that_grounded_decoding_cannot_write_are_certain_issues_with_the_query_words_as_fix(schema) -> None:
     records = [{"query": "do i have anything this saturday at four pm",
                 "data": {"scenario": "calendar", "intent": "calendar_query",
                          "entities": [{"type": "date", "value": "Saturday"}, {"type": "time", "value": "four pm"}]}},
                {"query": "is my order at domino's ready",
                 "data": {"scenario": "takeaway", "intent": "takeaway_query",
-                         "entities": [{"type": "business_name", "value": "domino 's"}]}}]
-    found = [(row["index"], row["field"], row["given"], row["kind"]) for row in ungrounded_issues(records, schema)]
-    assert found == [(0, "entities/0/value", "Saturday", "not-in-query"),
-                     (1, "entities/0/value", "domino 's", "not-in-query")]
+                         "entities": [{"type": "business_name", "value": "domino 's"}]}},
+               {"query": "how old is barack obama",
+                "data": {"scenario": "qa", "intent": "qa_factoid",
+                         "entities": [{"type": "person", "value": "barack obaba"}]}}]
+    found = [(row["index"], row["field"], row["given"], row["kind"], row["fix"])
+             for row in ungrounded_issues(records, schema)]
+    assert found == [(0, "entities/0/value", "Saturday", "not-in-query", "saturday"),
+                     (1, "entities/0/value", "domino 's", "not-in-query", "domino's"),
+                     (2, "entities/0/value", "barack obaba", "not-in-query", None)]  # a typo: only a person can say
 
 
 @pytest.fixture(scope="module")

@@ -48,9 +48,10 @@ def test_values_grounded_decoding_cannot_write_are_noted_not_rejected(tmp_path, 
     status, out = run(tmp_path, [GOOD, {**GOOD, "query": "wake me up at seven am please"}, cased,
                                  {**cased, "query": "anything on this saturday"}], base_model_dir)
     assert status == 0 and "note: 2 values marked x-copy-from-query are not words of their query (first: record 2 " \
-        "/entities/0/value 'Saturday')" in capsys.readouterr().out
-    assert [(v["index"], v["value"]) for v in json.loads((out / "stats.json").read_text())["ungrounded_values"]] == \
-        [(2, "Saturday"), (3, "Saturday")]
+        "/entities/0/value 'Saturday'): grounded decoding cannot write them; 2 differ from the query only in case or " \
+        "spacing" in capsys.readouterr().out
+    assert [(v["index"], v["value"], v["fix"]) for v in json.loads((out / "stats.json").read_text())[
+        "ungrounded_values"]] == [(2, "Saturday", "saturday"), (3, "Saturday", "saturday")]
 
 
 def test_same_input_and_seed_give_byte_identical_files(tmp_path, sample_records, base_model_dir) -> None:
