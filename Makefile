@@ -43,7 +43,7 @@ QUICK_CPU_MERGE ?= --adapter outputs/quickstart-cpu --out outputs/quickstart-cpu
 LLAMA_CPP_PYTHON ?= 0.3.36
 LLAMA_CPP_SRC = .tools/llama_cpp_python-$(LLAMA_CPP_PYTHON)
 
-.PHONY: setup base-model data axolotl-preprocess train merge eval predict suggest audit export export-setup push \
+.PHONY: setup base-model data axolotl-preprocess train merge eval predict suggest audit fix-spans export export-setup push \
 	quickstart test \
 	test-fast test-unit test-lab lint docker-build docker-train clean
 
@@ -83,6 +83,11 @@ suggest:
 # Which labels of raw_data.json are likely wrong (k trainings; on a CPU: AUDIT_ARGS="--folds 2 --max-steps 60")
 audit: data
 	$(PY) -m labeling.audit $(STAGE) $(AUDIT_ARGS)
+
+# Copied values that differ from their query only in case or spacing, rewritten into a new file (raw_data.json kept)
+FIXED ?= data/raw_data.fixed.json
+fix-spans:
+	$(PY) -m labeling.fix_spans $(STAGE) --out $(FIXED)
 
 # GGUF files + Ollama Modelfile beside the merged model, with a parity check against the HF model (README, "Use the model").
 export: export-setup

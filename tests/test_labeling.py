@@ -1,5 +1,6 @@
 """Labeling guidance: `suggest` ranks unlabeled queries (deterministically, already-labeled ones skipped, paraphrases
-spread out, proposed answers schema-valid) and `audit` finds labels that cross-validated models find unlikely."""
+spread out, proposed answers schema-valid), `audit` finds labels that cross-validated models find unlikely, and
+`fix_spans` repairs copied values that differ from their query only in case or spacing."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 
 from contract.errors import run_cli
 from labeling.audit import flagged_records, label_issues, list_disagreements, ungrounded_issues
+from labeling.fix_spans import fix_spans
+from labeling.fix_spans import main as fix_spans_main
 from labeling.suggest import diverse_order, new_queries
 from preprocess.checks import normalized
 from tests.conftest import Project, make, write_project
@@ -120,3 +123,36 @@ def test_audit_judges_every_record_with_a_model_that_never_saw_it(labeled: Proje
     judged = [json.loads(line) for line in (labeled.root / "audit/out_of_fold.jsonl").read_text().splitlines()]
     assert [row["index"] for row in judged] == list(range(24))
     assert all(len(row["label_log_probabilities"]["intent"]) > 1 and "answer" in row for row in judged)
+
+
+def test_fix_spans_rewrites_values_that_differ_from_the_query_only_in_case_or_spacing(schema) -> None:
+    records = [{"query": "is my order at domino's ready", "data": {
+                    "scenario": "takeaway", "intent": "takeaway_query",
+                    "entities": [{"type": "business_name", "value": "domino 's"}]}},
+               {"query": "how old is barack obama", "data": {
+                    "scenario": "qa", "intent": "qa_factoid",
+                    "entities": [{"type": "person", "value": "barack obaba"}]}},
+               {"query": "wake me at Seven", "data": {"intent": "not a label"}}]
+    fixed, rewrites, left = fix_spans(records, schema)
+    assert fixed[0]["data"]["entities"] == [{"type": "business_name", "value": "domino's"}]
+    assert fixed[1:] == records[1:] and records[0]["data"]["entities"][0]["value"] == "domino 's"  # input untouched
+    assert [(r["index"], r["pointer"], r["fix"]) for r in rewrites] == [(0, "/entities/0/value", "domino's")]
+    assert left == [{"index": 1, "pointer": "/entities/0/value", "value": "barack obaba"}]
+
+
+def test_fix_spans_writes_a_new_file_and_never_overwrites(tmp_path, sample_records, capsys) -> None:
+    pipeline, _ = write_project(tmp_path, sample_records[60:70], tmp_path / "no-model")
+    raw = tmp_path / "raw_data.json"
+    before = raw.read_bytes()
+    out = tmp_path / "fixed.json"
+    assert run_cli(fix_spans_main, ["--pipeline", str(pipeline), "--out", str(out)]) == 0
+    assert "1 values in 1 records rewritten" in capsys.readouterr().out and raw.read_bytes() == before
+    assert json.loads(out.read_text())[7]["data"]["entities"][0]["value"] == "restaurant's"
+    assert run_cli(fix_spans_main, ["--pipeline", str(pipeline), "--out", str(out)]) == 1
+    assert "fixed.json exists; nothing is overwritten" in capsys.readouterr().err
+
+
+def test_fix_spans_refuses_a_record_whose_duplicated_key_it_would_lose(tmp_path, capsys) -> None:
+    pipeline, _ = write_project(tmp_path, '[{"query": "hi", "query": "hello", "data": {}}]', tmp_path / "no-model")
+    assert run_cli(fix_spans_main, ["--pipeline", str(pipeline), "--out", str(tmp_path / "fixed.json")]) == 1
+    assert capsys.readouterr().err.startswith("error: record 0: ") and not (tmp_path / "fixed.json").exists()
