@@ -192,8 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         first, fixable = ungrounded[0], sum(v["fix"] is not None for v in ungrounded)
         print(f"note: {len(ungrounded)} values marked x-copy-from-query are not words of their query (first: record "
               f"{first['index']} {first['pointer']} {first['value']!r}): grounded decoding cannot write them; "
-              f"{fixable} differ from the query only in case or spacing, and `make fix-spans` rewrites them; all are "
-              f"listed in {shown(data_dir / STATS)}")
+              + (f"{fixable} differ from the query only in case or spacing, and `make fix-spans` rewrites them; "
+                 if fixable else "") + f"all are listed in {shown(data_dir / STATS)}")
     return 0
 
 
