@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from jsonschema import Draft202012Validator
+
 from contract.config import shown
 from contract.errors import UserError
 
@@ -82,6 +84,13 @@ def load_records(path: Path) -> list[Any]:
     if not records:
         raise UserError(f"{shown(Path(path))}: the array is empty; there is nothing to train on")
     return records
+
+
+def labeled_records(records: list[Any], check: Draft202012Validator) -> list[tuple[int, dict]]:
+    """(position, record) of each record the labeling tools can read: an object with a string query and data the
+    schema accepts. The others are left to `make data`, which names what is wrong with each."""
+    return [(i, r) for i, r in enumerate(records)
+            if isinstance(r, dict) and isinstance(r.get("query"), str) and check.is_valid(r.get("data"))]
 
 
 def strictness_problems(value: Any, pointer: str = "") -> list[str]:

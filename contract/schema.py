@@ -198,25 +198,31 @@ def values_at(document: Any, pointer: str) -> list[tuple[str, Any]]:
     return found
 
 
-def ungrounded_values(query: str, data: Any, root: dict) -> list[tuple[str, str]]:
-    """(pointer, value) of each value marked x-copy-from-query that is not a run of the query's words: grounded
-    decoding can never write it (a case or spacing difference, "domino 's" for "domino's", a typo)."""
-    words = f" {' '.join(query.split())} "
-    return [(at, value) for pointer in copy_from_query_pointers(root) for at, value in values_at(data, pointer)
-            if isinstance(value, str) and f" {value} " not in words]
-
-
 def _loose(text: str) -> str:
     return re.sub(r"\s+(?=')", "", " ".join(text.lower().split()))
+
+
+def word_runs(query: str) -> list[str]:
+    """Every contiguous run of the query's whitespace-separated words, once each, in order of appearance."""
+    words = query.split()
+    return list(dict.fromkeys(" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)))
 
 
 def query_span(query: str, value: str) -> str | None:
     """The run of the query's words that `value` names once case and the space before an apostrophe are ignored
     (the two ways a tokenized source writes a span: "domino 's" is "domino's", "Saturday" is "saturday"); None
     when there is none (a typo, a paraphrase): then only a person can say what the value should be."""
-    words, wanted = query.split(), _loose(value)
-    return next((" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)
-                 if _loose(" ".join(words[i:j])) == wanted), None)
+    wanted = _loose(value)
+    return next((run for run in word_runs(query) if _loose(run) == wanted), None)
+
+
+def ungrounded_values(query: str, data: Any, root: dict) -> list[tuple[str, str, str | None]]:
+    """(pointer, value, fix) of each value marked x-copy-from-query that is not a run of the query's words: grounded
+    decoding can never write it (a case or spacing difference, "domino 's" for "domino's", a typo). `fix` is the
+    query's own words for it where only case or spacing differ (`query_span`), else None."""
+    words = f" {' '.join(query.split())} "
+    return [(at, value, query_span(query, value)) for pointer in copy_from_query_pointers(root)
+            for at, value in values_at(data, pointer) if isinstance(value, str) and f" {value} " not in words]
 
 
 def bounded_schema(schema: Any, max_string_chars: int, max_items: int) -> Any:

@@ -11,14 +11,12 @@ import json
 from typing import Any
 
 from contract.rows import stop_token_ids
-from contract.schema import COPY_FROM_QUERY, bounded_schema
+from contract.schema import COPY_FROM_QUERY, bounded_schema, word_runs
 
 
 def query_spans(query: str, max_chars: int) -> list[str]:
     """Every contiguous run of the query's whitespace-separated words, up to max_chars, in order of appearance."""
-    words = query.split()
-    spans = dict.fromkeys(" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1))
-    return [span for span in spans if len(span) <= max_chars]
+    return [span for span in word_runs(query) if len(span) <= max_chars]
 
 
 def grounded(schema: Any, spans: list[str]) -> Any:

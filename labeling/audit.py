@@ -43,13 +43,12 @@ from contract.config import PipelineConfig, Recipe, add_stage_arguments, config_
 from contract.errors import UserError, run_cli
 from contract.outputs import jsonl, write_json_atomic, write_text_atomic
 from contract.prompt import answer_text, system_prompt
-from contract.records import load_records
+from contract.records import labeled_records, load_records
 from contract.rows import training_row
 from contract.schema import (
     canonical_answer,
     load_schema,
     properties,
-    query_span,
     resolve_pointer,
     scored_fields,
     ungrounded_values,
@@ -207,8 +206,8 @@ def ungrounded_issues(records: Sequence[dict], schema: dict) -> list[dict]:
     decoding can never write them, so the record can never be matched exactly). `fix` is the query's own words
     for the value where only case or spacing differ."""
     return [{"index": i, "field": at.strip("/"), "kind": "not-in-query", "given": value, "model": None,
-             "fix": query_span(r["query"], value), "confidence": 1.0, "margin": None}
-            for i, r in enumerate(records) for at, value in ungrounded_values(r["query"], r["data"], schema)]
+             "fix": fix, "confidence": 1.0, "margin": None}
+            for i, r in enumerate(records) for at, value, fix in ungrounded_values(r["query"], r["data"], schema)]
 
 
 def rank_key(issue: dict) -> tuple:
@@ -244,9 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args)
     schema = load_schema(config.path("schema_path"))
     prompt = system_prompt(config)
-    check = validator(schema)
-    good = [(i, r) for i, r in enumerate(load_records(config.path("raw_data")))
-            if isinstance(r, dict) and isinstance(r.get("query"), str) and check.is_valid(r.get("data"))]
+    good = labeled_records(load_records(config.path("raw_data")), validator(schema))
     if len(good) < 2 * args.folds:
         raise UserError(f"{len(good)} valid records: too few for {args.folds} folds (`make data` names bad ones)")
     index, records = [i for i, _ in good], [r for _, r in good]

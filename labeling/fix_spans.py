@@ -21,28 +21,23 @@ from typing import Any
 from contract.config import add_stage_arguments, config_from_args, shown
 from contract.errors import UserError, run_cli
 from contract.outputs import write_text_atomic
-from contract.records import load_records, strictness_problems
-from contract.schema import load_schema, query_span, resolve_pointer, ungrounded_values, validator
+from contract.records import labeled_records, load_records, strictness_problems
+from contract.schema import load_schema, resolve_pointer, ungrounded_values, validator
 
 
 def fix_spans(records: Sequence[Any], schema: dict) -> tuple[list[Any], list[dict], list[dict]]:
     """(the records with every fixable value rewritten, the rewrites, the values left for a person). Records that
     are not valid are copied as they are: `make data` names their problems."""
-    check, fixed, rewrites, left = validator(schema), [], [], []
-    for i, record in enumerate(records):
-        record = copy.deepcopy(record)
-        fixed.append(record)
-        valid = isinstance(record, dict) and isinstance(record.get("query"), str) and check.is_valid(record.get("data"))
-        if not valid:
-            continue
-        for pointer, value in ungrounded_values(record["query"], record["data"], schema):
-            if (span := query_span(record["query"], value)) is None:
+    fixed, rewrites, left = copy.deepcopy(list(records)), [], []
+    for i, record in labeled_records(fixed, validator(schema)):
+        for pointer, value, fix in ungrounded_values(record["query"], record["data"], schema):
+            if fix is None:
                 left.append({"index": i, "pointer": pointer, "value": value})
                 continue
             parent_pointer, key = pointer.rsplit("/", 1)
             parent = resolve_pointer(record["data"], parent_pointer)
-            parent[int(key) if isinstance(parent, list) else key] = span
-            rewrites.append({"index": i, "pointer": pointer, "value": value, "fix": span})
+            parent[int(key) if isinstance(parent, list) else key] = fix
+            rewrites.append({"index": i, "pointer": pointer, "value": value, "fix": fix})
     return fixed, rewrites, left
 
 

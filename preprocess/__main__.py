@@ -28,7 +28,7 @@ from contract.outputs import replaced_directory
 from contract.prompt import answer_text, control_tokens, control_tokens_in, prompt_messages, system_prompt
 from contract.records import NonFinite, load_records
 from contract.rows import training_row
-from contract.schema import load_schema, query_span, resolve_pointer, scored_fields, ungrounded_values, validator
+from contract.schema import load_schema, resolve_pointer, scored_fields, ungrounded_values, validator
 from contract.tokenizer import load_tokenizer
 from preprocess.checks import check_records
 from preprocess.split import stratified_split
@@ -155,8 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   ensure_ascii=False) + "\n" for r in chosen)
 
     # Not an error (the record is valid), but a label grounded decoding can never reproduce: said, and kept in stats.
-    ungrounded = [{"index": i, "pointer": at, "value": value, "fix": query_span(records[i]["query"], value)}
-                  for i in good for at, value in ungrounded_values(records[i]["query"], records[i]["data"], schema)]
+    ungrounded = [{"index": i, "pointer": at, "value": value, "fix": fix} for i in good
+                  for at, value, fix in ungrounded_values(records[i]["query"], records[i]["data"], schema)]
     stats = {
         **split_stats(labels, train, evaluation, [lengths[i] for i in good], len(bad)),
         "ungrounded_values": ungrounded,
