@@ -228,7 +228,8 @@ class Sim:
         summary = json.loads((workdir / "audit/summary.json").read_text())
         result: dict[str, Any] = {"command": " ".join(args), "records": summary["records"], "summary": summary}
         if corrupted:
-            result |= {"injected": {str(i): k for i, k in sorted(corrupted.items())},
+            result |= {"corrupt_seed": self.args.corrupt_seed,
+                       "injected": {str(i): k for i, k in sorted(corrupted.items())},
                        **recall_at(flagged_records(issues), corrupted)}
         write_json_atomic(self.out / f"{name}.json", result)
         print(f"{name}: {json.dumps({k: v for k, v in result.items() if k not in ('injected', 'summary')})}",
@@ -239,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     # Many processes share the machine's cores: one thread each for the CPU-side work.
     os.environ.update({"OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
     sim = Sim(args)
-    records, corrupted = corrupted_copy(sim.train, args.corrupt, sim.schema, seed=0)
+    records, corrupted = corrupted_copy(sim.train, args.corrupt, sim.schema, seed=args.corrupt_seed)
     failures: list[str] = []
 
     def guarded(name: str, job: Callable[[], None]) -> None:
@@ -357,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--step", type=int, default=500)
     sim.add_argument("--rounds", type=int, default=2)
     sim.add_argument("--corrupt", type=float, default=0.05, help="share of train records given an error (0: no audit)")
+    sim.add_argument("--corrupt-seed", type=int, default=0,
+                     help="which records get which error: another seed tests a ranking chosen on the first")
     sim.add_argument("--folds", type=int, default=5)
     sim.add_argument("--clean-audit", action="store_true", help="also audit raw_data.json as it is")
     sim.add_argument("--parallel", type=int, default=3, help="random-arm models training at once")

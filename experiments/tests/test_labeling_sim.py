@@ -68,5 +68,5 @@ def test_the_simulation_trains_suggests_audits_and_reports_on_a_tiny_model(tmp_p
     assert labeled[:8] == start and len({r["query"] for r in labeled}) == 12  # four new queries, suggested
     audit = json.loads((out / "audit-corrupted.json").read_text())
     assert audit["corrupted"] == 4 and audit["checked"] <= 8 and 0 <= audit["recall"] <= 1
-    assert (out / "audit-clean.json").exists()
+    assert json.loads((out / "audit-clean.json").read_text())["records"] == 20  # raw_data.json as it is
     assert main(["report", str(out)]) == 0 and (out / "active-vs-random.png").stat().st_size > 0
