@@ -51,6 +51,10 @@ METRICS = {"exact match": "exact_match", "intent": "intent", "entity F1": "entit
 
 # --- the data ---------------------------------------------------------------------------------------------------
 
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def read_split(path: Path) -> list[dict]:
     """{"query", "data"} records from a split's chat rows (`make data`'s train.jsonl / eval.jsonl)."""
     return [{"query": row.query, "data": json.loads(row.answer)} for row in read_rows(path.read_text())]
@@ -103,10 +107,10 @@ def corrupted_copy(records: Sequence[dict], share: float, schema: dict, seed: in
     return out, changed
 
 
-def model_judged(issues: Sequence[dict]) -> list[dict]:
-    """The issues the held-out models raised: without the values that are not words of their query, which are found
-    with no model (`make data` reports them, `make fix-spans` mends most) and, on the sample, are its own errors."""
-    return [issue for issue in issues if issue["margin"] is not None]
+def is_certain(issue: dict) -> bool:
+    """A value that is not a word of its query: found with no model (`make data` reports them, `make fix-spans` mends
+    most) and, on the sample, one of its own errors; every other issue was raised by a held-out model."""
+    return issue["margin"] is None
 
 
 def recall_at(flagged: Sequence[int], corrupted: dict[int, str], factor: int = 2) -> dict[str, Any]:
@@ -187,7 +191,7 @@ class Sim:
         by_query = {}
         for record in pool:
             by_query.setdefault(record["query"], record)
-        rows = [json.loads(line) for line in (model_run / "suggested.jsonl").read_text().splitlines()]
+        rows = read_jsonl(model_run / "suggested.jsonl")
         return [by_query[row["query"]] for row in rows]
 
     def record(self, row: dict) -> None:
@@ -222,7 +226,7 @@ class Sim:
                 "--parallel", str(self.args.folds), "--out", str(workdir / "audit"), "--batch-size",
                 str(self.args.batch_size), *([f"--max-steps={self.args.max_steps}"] if self.args.max_steps else [])]
         self.command(name, args)
-        issues = [json.loads(line) for line in (workdir / "audit/label_issues.jsonl").read_text().splitlines()]
+        issues = read_jsonl(workdir / "audit/label_issues.jsonl")
         shutil.copy(workdir / "audit/label_issues.jsonl", self.out / f"{name}-issues.jsonl")
         shutil.copy(workdir / "audit/out_of_fold.jsonl", self.out / f"{name}-out-of-fold.jsonl")
         summary = json.loads((workdir / "audit/summary.json").read_text())
@@ -334,10 +338,15 @@ def report(args: argparse.Namespace) -> int:
         result = json.loads(audit.read_text())
         print(f"\n{audit.stem}: " + json.dumps({k: v for k, v in result.items() if k not in ("injected", "summary")}))
         if "injected" in result:
-            issues = [json.loads(line) for line in (args.dir / f"{audit.stem}-issues.jsonl").read_text().splitlines()]
+            issues = read_jsonl(args.dir / f"{audit.stem}-issues.jsonl")
             corrupted = {int(i): kind for i, kind in result["injected"].items()}
+            certain = {issue["index"] for issue in issues if is_certain(issue)}
+            checked = set(flagged_records(issues)[:result["checked"]])
+            print(f"{audit.stem}: {len(certain & checked)} of the {len(checked)} checked records have a value not in "
+                  f"their query ({len(certain & checked & set(corrupted))} of them injected)")
+            judged = [issue for issue in issues if not is_certain(issue)]
             print(f"{audit.stem}, the model's flags alone: "
-                  + json.dumps(recall_at(flagged_records(model_judged(issues)), corrupted)))
+                  + json.dumps(recall_at(flagged_records(judged), corrupted)))
     plot(rows, reference, args.dir / "active-vs-random.png")
     print(f"\nplot -> {args.dir / 'active-vs-random.png'}")
     return 0
