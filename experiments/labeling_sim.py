@@ -123,6 +123,32 @@ def recall_at(flagged: Sequence[int], corrupted: dict[int, str], factor: int = 2
             "recall_all_flagged": len(set(flagged) & set(corrupted)) / len(corrupted), "flagged": len(flagged)}
 
 
+def label_margin_ranking(issues: Sequence[dict], judged: Sequence[dict], main_label: str) -> list[int]:
+    """The candidate ranking under test. It was chosen by looking at the corrupt-seed-0 run, so only another seed can
+    judge it; it is shipped if it finds more injected errors in the top 2x than `flagged_records` on that run.
+    Certain records first, then every judged record by its answer margin (out-of-fold) plus its main label's margin
+    (the best label value's log-probability minus the given one's), highest first, while that sum is above 0."""
+    key = main_label.strip("/")
+    certain = list(dict.fromkeys(issue["index"] for issue in issues if is_certain(issue)))
+    scores = {}
+    for row in judged:
+        logs = row["label_log_probabilities"].get(key)
+        label = max(logs.values()) - logs[row["given_labels"][key]] if logs else 0.0
+        scores[row["index"]] = (row.get("margin") or 0.0) + label
+    rest = sorted((i for i, score in scores.items() if score > 0 and i not in set(certain)),
+                  key=lambda i: (-scores[i], i))
+    return certain + rest
+
+
+def paired(first: Sequence[int], second: Sequence[int], corrupted: dict[int, str]) -> str:
+    """The injected errors one ranking's top 2x holds and the other's does not, and the sign test's two-sided p."""
+    top = 2 * len(corrupted)
+    a, b = set(first[:top]) & set(corrupted), set(second[:top]) & set(corrupted)
+    only_a, only_b = len(a - b), len(b - a)
+    p = stats.binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
+    return f"{len(a)} vs {len(b)} found; {only_a} only by the first, {only_b} only by the second (sign test p={p:.2f})"
+
+
 # --- the runs ----------------------------------------------------------------------------------------------------
 
 class Sim:
@@ -347,6 +373,12 @@ def report(args: argparse.Namespace) -> int:
             judged = [issue for issue in issues if not is_certain(issue)]
             print(f"{audit.stem}, the model's flags alone: "
                   + json.dumps(recall_at(flagged_records(judged), corrupted)))
+            if (out_of_fold := args.dir / f"{audit.stem}-out-of-fold.jsonl").exists():
+                candidate = label_margin_ranking(issues, read_jsonl(out_of_fold),
+                                                 result["summary"]["config"]["main_label"])
+                print(f"{audit.stem}, label-margin ranking (the candidate): "
+                      + json.dumps(recall_at(candidate, corrupted)))
+                print(f"{audit.stem}, candidate vs shipped: {paired(candidate, flagged_records(issues), corrupted)}")
     plot(rows, reference, args.dir / "active-vs-random.png")
     print(f"\nplot -> {args.dir / 'active-vs-random.png'}")
     return 0

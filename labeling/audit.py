@@ -15,10 +15,10 @@ on the other folds, judge the records they never saw.
 Every issue has a margin: how many nats more the model believes its answer than the given one (the whole answer for
 lists, the label for label sets); confidence is the same as a probability. Writes <out>/label_issues.jsonl (record
 index, field, kind, given value, the model's value, confidence, margin; for a value not in its query, the query's
-words it differs from only in case or spacing, as `fix`): certain issues first, then by margin (on the
-sample, confidence is 1.0 for most disagreements and cannot order them), out_of_fold.jsonl (each record's held-out
-answer, margin and label log-probabilities: another ranking can be tried without retraining) and summary.json. The
-cost is k trainings of the recipe: on a CPU, pass --folds 2 --max-steps 60.
+words it differs from only in case or spacing, as `fix`): certain issues first, then by margin (on the sample,
+confidence is 1.0 for most disagreements and cannot order them), out_of_fold.jsonl (each record's held-out answer,
+margin, given labels and label log-probabilities: another ranking can be tried without retraining) and summary.json.
+The cost is k trainings of the recipe: on a CPU, pass --folds 2 --max-steps 60.
 """
 
 from __future__ import annotations
@@ -167,16 +167,20 @@ def judge_fold(recipe: Recipe, records: list[dict], held: Sequence[int], schema:
     return log_probabilities, issues, answers
 
 
-def out_of_fold_rows(index: Sequence[int], log_probabilities: dict[str, dict[int, list[float]]],
-                     answers: dict[int, dict], schema: dict) -> list[dict]:
+def out_of_fold_rows(index: Sequence[int], records: Sequence[dict],
+                     log_probabilities: dict[str, dict[int, list[float]]], answers: dict[int, dict],
+                     schema: dict) -> list[dict]:
     """One row per judged record (its raw_data.json position): the held-out model's answer, its margin over the
-    given answer and its log-probability of every label value. What any ranking needs, without k new trainings."""
+    given answer, the given labels and the model's log-probability of every label value. What any ranking needs,
+    without k new trainings."""
     labels = label_fields(schema)
     rows = []
     for position in sorted(set(answers) | {p for by in log_probabilities.values() for p in by}):
         logs = {pointer.strip("/"): dict(zip(labels[pointer], (round(x, 3) for x in by[position]), strict=True))
                 for pointer, by in log_probabilities.items() if position in by}
-        rows.append({"index": index[position], **answers.get(position, {}), "label_log_probabilities": logs})
+        given = {pointer.strip("/"): resolve_pointer(records[position]["data"], pointer) for pointer in labels}
+        rows.append({"index": index[position], **answers.get(position, {}), "given_labels": given,
+                     "label_log_probabilities": logs})
     return rows
 
 
@@ -276,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         issue["index"] = index[issue["index"]]  # the record's position in raw_data.json
     issues.sort(key=rank_key)
     write_text_atomic(out / "label_issues.jsonl", jsonl(issues))
-    write_text_atomic(out / "out_of_fold.jsonl", jsonl(out_of_fold_rows(index, log_probabilities, answers, schema)))
+    judged = out_of_fold_rows(index, records, log_probabilities, answers, schema)
+    write_text_atomic(out / "out_of_fold.jsonl", jsonl(judged))
     summary = {"records": len(records), "folds": args.folds, "max_steps": args.max_steps,
                "issues": len(issues), "records_flagged": len(flagged_records(issues)),
                "by_field_and_kind": dict(Counter(f"{row['field']}/{row['kind']}" for row in issues)),

@@ -123,6 +123,8 @@ def test_audit_judges_every_record_with_a_model_that_never_saw_it(labeled: Proje
     judged = [json.loads(line) for line in (labeled.root / "audit/out_of_fold.jsonl").read_text().splitlines()]
     assert [row["index"] for row in judged] == list(range(24))
     assert all(len(row["label_log_probabilities"]["intent"]) > 1 and "answer" in row for row in judged)
+    raw = json.loads((labeled.root / "raw_data.json").read_text())
+    assert [row["given_labels"]["intent"] for row in judged] == [r["data"]["intent"] for r in raw]
 
 
 def test_fix_spans_rewrites_values_that_differ_from_the_query_only_in_case_or_spacing(schema) -> None:
