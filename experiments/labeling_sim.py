@@ -6,7 +6,9 @@
   (constrained decoding). Both arms share each seed's start.
 - Audit: `--corrupt` of the train split's records get one injected error each (an intent of the same scenario, a
   dropped entity, another entity type, a span shifted by a word; in turn), then `python -m labeling.audit` runs on
-  them. The figure: the share of corrupted records among the top 2x as many flagged records.
+  them. The figure: the share of corrupted records among the top 2x as many flagged records. Where the audit's
+  out-of-fold answers are beside it, `report` also scores the candidate `label_margin_ranking` against the shipped
+  ranking on the same run (chosen on --corrupt-seed 0, so it is judged on another seed).
 - With `--clean-audit`, the audit also runs on raw_data.json as it is, as `make audit` does (for a hand check).
 
     python -m experiments.labeling_sim run --out DIR [--seeds 42 7 1] [--parallel 3] [--clean-audit]
@@ -351,36 +353,47 @@ def plot(rows: Sequence[dict], reference: list[float], out: Path) -> None:
     figure.savefig(out, dpi=120)
 
 
-def report(args: argparse.Namespace) -> int:
-    rows = json.loads((args.dir / "results.json").read_text())
+def report_curves(results: Path, reference_file: Path | None) -> None:
+    """The active-vs-random table and plot, beside the full train split's exact match where given."""
+    rows = json.loads(results.read_text())
     print(report_table(rows))
     reference: list[float] = []
-    if args.reference:
-        finals = [r for r in json.loads(args.reference.read_text()) if r["name"].startswith("final-")]
+    if reference_file:
+        finals = [r for r in json.loads(reference_file.read_text()) if r["name"].startswith("final-")]
         reference = [r["tuned+constrained"]["exact_match"] * 100 for r in finals]
         print(f"\nfull train split ({finals[0]['train_records']} records), exact match: "
               + ", ".join(f"{v:.1f}" for v in reference))
+    plot(rows, reference, results.parent / "active-vs-random.png")
+    print(f"\nplot -> {results.parent / 'active-vs-random.png'}")
+
+
+def report_audit(audit: Path) -> None:
+    """An audit's recall; for a corrupted copy also the certain records among the checked, the model's flags alone
+    and, where its out-of-fold answers are beside it, the candidate ranking against the shipped one."""
+    result = json.loads(audit.read_text())
+    print(f"\n{audit.stem}: " + json.dumps({k: v for k, v in result.items() if k not in ("injected", "summary")}))
+    if "injected" not in result:
+        return
+    issues = read_jsonl(audit.with_name(f"{audit.stem}-issues.jsonl"))
+    corrupted = {int(i): kind for i, kind in result["injected"].items()}
+    certain = {issue["index"] for issue in issues if is_certain(issue)}
+    checked = set(flagged_records(issues)[:result["checked"]])
+    print(f"{audit.stem}: {len(certain & checked)} of the {len(checked)} checked records have a value not in "
+          f"their query ({len(certain & checked & set(corrupted))} of them injected)")
+    judged = [issue for issue in issues if not is_certain(issue)]
+    print(f"{audit.stem}, the model's flags alone: " + json.dumps(recall_at(flagged_records(judged), corrupted)))
+    if (out_of_fold := audit.with_name(f"{audit.stem}-out-of-fold.jsonl")).exists():
+        candidate = label_margin_ranking(issues, read_jsonl(out_of_fold), result["summary"]["config"]["main_label"])
+        print(f"{audit.stem}, label-margin ranking (the candidate): " + json.dumps(recall_at(candidate, corrupted)))
+        print(f"{audit.stem}, candidate vs shipped: {paired(candidate, flagged_records(issues), corrupted)}")
+
+
+def report(args: argparse.Namespace) -> int:
+    """What DIR holds: the curves where active-vs-random ran (results.json), every audit-*.json."""
+    if (args.dir / "results.json").exists():
+        report_curves(args.dir / "results.json", args.reference)
     for audit in sorted(args.dir.glob("audit-*.json")):
-        result = json.loads(audit.read_text())
-        print(f"\n{audit.stem}: " + json.dumps({k: v for k, v in result.items() if k not in ("injected", "summary")}))
-        if "injected" in result:
-            issues = read_jsonl(args.dir / f"{audit.stem}-issues.jsonl")
-            corrupted = {int(i): kind for i, kind in result["injected"].items()}
-            certain = {issue["index"] for issue in issues if is_certain(issue)}
-            checked = set(flagged_records(issues)[:result["checked"]])
-            print(f"{audit.stem}: {len(certain & checked)} of the {len(checked)} checked records have a value not in "
-                  f"their query ({len(certain & checked & set(corrupted))} of them injected)")
-            judged = [issue for issue in issues if not is_certain(issue)]
-            print(f"{audit.stem}, the model's flags alone: "
-                  + json.dumps(recall_at(flagged_records(judged), corrupted)))
-            if (out_of_fold := args.dir / f"{audit.stem}-out-of-fold.jsonl").exists():
-                candidate = label_margin_ranking(issues, read_jsonl(out_of_fold),
-                                                 result["summary"]["config"]["main_label"])
-                print(f"{audit.stem}, label-margin ranking (the candidate): "
-                      + json.dumps(recall_at(candidate, corrupted)))
-                print(f"{audit.stem}, candidate vs shipped: {paired(candidate, flagged_records(issues), corrupted)}")
-    plot(rows, reference, args.dir / "active-vs-random.png")
-    print(f"\nplot -> {args.dir / 'active-vs-random.png'}")
+        report_audit(audit)
     return 0
 
 
