@@ -12,7 +12,7 @@ from contract.outputs import jsonl
 from contract.prompt import answer_text, system_prompt
 from contract.rows import training_row
 from contract.schema import validator
-from experiments.labeling_sim import KINDS, corrupted_copy, label_margin_ranking, main, recall_at
+from experiments.labeling_sim import KINDS, corrupted_copy, main, ranks_by_kind, recall_at
 from tests.conftest import SHIPPED, write_project
 
 
@@ -45,15 +45,11 @@ def test_recall_counts_corrupted_records_among_the_first_twice_as_many_flagged()
     assert result["recall_all_flagged"] == 1.0
 
 
-def test_the_candidate_ranking_puts_certain_records_first_then_adds_the_main_labels_margin_to_the_answers() -> None:
-    issues = [{"index": 9, "margin": None}, {"index": 1, "margin": 3.0}]
-    judged = [{"index": 1, "margin": 3.0, "given_labels": {"intent": "a"},
-               "label_log_probabilities": {"intent": {"a": -0.1, "b": -2.5}}},   # the given label is the best: +0
-              {"index": 2, "margin": 0.5, "given_labels": {"intent": "b"},
-               "label_log_probabilities": {"intent": {"a": -0.1, "b": -4.0}}},   # 0.5 + 3.9
-              {"index": 3, "given_labels": {"intent": "a"},                      # no answer margin, given is best
-               "label_log_probabilities": {"intent": {"a": -0.1, "b": -2.5}}}]
-    assert label_margin_ranking(issues, judged, "/intent") == [9, 2, 1]
+def test_each_kind_of_injected_error_is_placed_by_its_median_position_among_the_flagged() -> None:
+    corrupted = {3: "intent", 8: "intent", 4: "dropped-entity"}
+    assert ranks_by_kind([3, 5, 7, 9, 8], corrupted) == {
+        "dropped-entity": {"flagged": 0, "of": 1, "median_place": None},
+        "intent": {"flagged": 2, "of": 2, "median_place": 3.0}}
 
 
 @pytest.mark.slow
