@@ -115,10 +115,15 @@ def is_certain(issue: dict) -> bool:
     return issue["margin"] is None
 
 
+def records_by_kind(corrupted: dict[int, str]) -> dict[str, list[int]]:
+    """The corrupted records of each kind of injected error, kinds in name order."""
+    return {kind: [i for i, k in corrupted.items() if k == kind] for kind in sorted(set(corrupted.values()))}
+
+
 def recall_at(flagged: Sequence[int], corrupted: dict[int, str], factor: int = 2) -> dict[str, Any]:
     """Share of the corrupted records among the first factor x len(corrupted) flagged ones, overall and by kind."""
     top = set(flagged[:factor * len(corrupted)])
-    by_kind = {kind: [i for i, k in corrupted.items() if k == kind] for kind in sorted(set(corrupted.values()))}
+    by_kind = records_by_kind(corrupted)
     return {"corrupted": len(corrupted), "checked": len(top), "found": len(top & set(corrupted)),
             "recall": len(top & set(corrupted)) / len(corrupted),
             "recall_by_kind": {k: sum(i in top for i in ids) / len(ids) for k, ids in by_kind.items()},
@@ -130,9 +135,9 @@ def ranks_by_kind(flagged: Sequence[int], corrupted: dict[int, str]) -> dict[str
     and their median place. A kind flagged but placed low is a ranking problem, not a detection one."""
     place = {index: n for n, index in enumerate(flagged, 1)}
     out = {}
-    for kind in sorted(set(corrupted.values())):
-        places = [place[i] for i, k in corrupted.items() if k == kind and i in place]
-        out[kind] = {"flagged": len(places), "of": sum(k == kind for k in corrupted.values()),
+    for kind, ids in records_by_kind(corrupted).items():
+        places = [place[i] for i in ids if i in place]
+        out[kind] = {"flagged": len(places), "of": len(ids),
                      "median_place": statistics.median(places) if places else None}
     return out
 
@@ -365,16 +370,18 @@ def report_audit(audit: Path) -> None:
     issues = read_jsonl(audit.with_name(f"{audit.stem}-issues.jsonl"))
     corrupted = {int(i): kind for i, kind in result["injected"].items()}
     certain = {issue["index"] for issue in issues if is_certain(issue)}
-    checked = set(flagged_records(issues)[:result["checked"]])
+    order = flagged_records(issues)
+    checked = set(order[:result["checked"]])
     print(f"{audit.stem}: {len(certain & checked)} of the {len(checked)} checked records have a value not in "
           f"their query ({len(certain & checked & set(corrupted))} of them injected)")
     judged = [issue for issue in issues if not is_certain(issue)]
     print(f"{audit.stem}, the model's flags alone: " + json.dumps(recall_at(flagged_records(judged), corrupted)))
     print(f"{audit.stem}, where the injected errors are placed: "
-          + json.dumps(ranks_by_kind(flagged_records(issues), corrupted)))
+          + json.dumps(ranks_by_kind(order, corrupted)))
     unlabeled = {issue["index"] for issue in issues if issue["kind"] == "not-labeled"}
+    dropped = set(records_by_kind(corrupted).get("dropped-entity", []))
     print(f"{audit.stem}: {len(unlabeled)} records have an item the model finds and the label lacks "
-          f"({len(unlabeled & {i for i, k in corrupted.items() if k == 'dropped-entity'})} of them a dropped entity)")
+          f"({len(unlabeled & dropped)} of them a dropped entity)")
 
 
 def report(args: argparse.Namespace) -> int:
